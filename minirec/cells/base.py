@@ -1,0 +1,247 @@
+"""What every recurrent cell shares: input checks, masks, directions, the registry.
+
+A *cell* (one file per cell in this package) is one direction of one layer. It implements
+
+* ``run(x, h0, mask)``: the fast path, through its fused ``…Recurrence`` Function whose
+  backward is written by hand;
+* ``reference_step(x_t, state)``: one step written with Tensor ops; `run_reference` loops it in
+  Python and autograd derives its gradient (the slow oracle the fused Function must match);
+* ``init_state(batch, xp, dtype)``, and ``parameter_count(input_size, hidden_size, **options)``,
+  the closed form that `count_parameters()` must equal.
+
+`Cell.__call__` validates the inputs and calls `run`; `RecurrentLayer` adds the backward
+direction. Conventions (ARCHITECTURE.md): x is time-major (T, B, D); the state is a Tensor of
+shape (B, H) — or a tuple of them (LSTM: (h, c)); the output y is (T, B, H_out).
+
+Padding: ``mask`` (T, B) is True at real tokens. At a padded step the state is carried
+unchanged and the output is zero, so a padded position changes nothing, and nothing flows back
+through it: a sequence gives the same outputs, last state and gradients alone or in a padded
+batch. Running the time-reversed batch with the same rule gives the backward direction of
+right-padded sequences exactly (the padding comes first and just carries h0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minirec import backend
+from minirec.autograd import ops
+from minirec.autograd.function import Tensor
+from minirec.nn.module import Module
+
+__all__ = ["Cell", "RecurrentLayer", "register", "get_cell", "cell_names", "mask_array", "blend"]
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: make a cell constructible by name (``nn.RNN(cell=name, ...)``)."""
+
+    def decorate(cls):
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return decorate
+
+
+def cell_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_cell(name: str) -> type:
+    from minirec import cells  # noqa: F401 - importing the package registers every cell
+
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(_REGISTRY)}") from None
+
+
+def mask_array(mask, like):
+    """The mask as an array of ``like``'s dtype (1 = real token, 0 = padding), or None."""
+    if mask is None:
+        return None
+    data = mask.data if isinstance(mask, Tensor) else mask
+    return data.astype(like.dtype)
+
+
+def blend(m, new: Tensor, old: Tensor) -> Tensor:
+    """m·new + (1 − m)·old with m (B, 1) of 0/1: the padded-step rule, with Tensor ops."""
+    if m is None:
+        return new
+    return new * m + old * (1 - m)
+
+
+def _as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+class Cell(Module):
+    """One direction of a recurrent layer. Subclasses set ``state_shapes`` via `init_state`."""
+
+    name = "cell"
+    output_multiplier = 1  # y has hidden_size · output_multiplier features
+
+    def __init__(self, input_size: int, hidden_size: int):
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+
+    # ---- to implement ----------------------------------------------------------------------
+    def run(self, x: Tensor, h0, mask):
+        """Fast path: (y, last state) for checked inputs; h0 already built (never None)."""
+        raise NotImplementedError
+
+    def reference_step(self, x_t: Tensor, state, t: int):
+        """One step with Tensor ops: returns (y_t, new state). ``t`` indexes any precomputed
+        per-step quantity (see `prepare_reference`)."""
+        raise NotImplementedError
+
+    def prepare_reference(self, x: Tensor):
+        """Hook for work done once per sequence before the reference loop (e.g. SRU's
+        batched projection). The default does nothing."""
+
+    @staticmethod
+    def parameter_count(input_size: int, hidden_size: int, **options) -> int:
+        raise NotImplementedError
+
+    def init_state(self, batch: int, xp, dtype):
+        """Zero initial state: a Tensor (B, H), or a tuple of them."""
+        return Tensor(xp.zeros((batch, self.hidden_size), dtype=dtype))
+
+    # ---- shared ----------------------------------------------------------------------------
+    def check_inputs(self, x, h0, mask):
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        if x.ndim != 3:
+            raise ValueError(f"{self.name}: x must be time-major (T, B, D), got shape {x.shape}")
+        T, B, D = x.shape
+        if D != self.input_size:
+            raise ValueError(f"{self.name}: x has feature size {D}, the cell expects input_size={self.input_size}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{self.name}: x must be floating point, got dtype {x.dtype}")
+        xp = backend.get_xp(x.data)
+        if x.size and not bool(xp.isfinite(x.data).all()):
+            raise ValueError(f"{self.name}: x contains NaN or inf")
+        if mask is not None:
+            m = mask.data if isinstance(mask, Tensor) else mask
+            if tuple(m.shape) != (T, B):
+                raise ValueError(f"{self.name}: mask must have shape (T, B) = {(T, B)}, got {tuple(m.shape)}")
+            if m.dtype.kind not in "bui" and m.dtype.kind != "f":
+                raise TypeError(f"{self.name}: mask must be boolean or 0/1 numbers, got dtype {m.dtype}")
+            if m.dtype.kind != "b" and m.size and not bool(((m == 0) | (m == 1)).all()):
+                raise ValueError(f"{self.name}: mask must contain only 0 and 1")
+            backend.get_xp(x.data, m)
+            mask = m
+        template = _as_tuple(self.init_state(B, xp, x.dtype))
+        if h0 is None:
+            h0 = self.init_state(B, xp, x.dtype)
+        else:
+            given = _as_tuple(h0)
+            if len(given) != len(template):
+                raise ValueError(f"{self.name}: h0 must be {len(template)} tensor(s), got {len(given)}")
+            for g, t in zip(given, template):
+                if not isinstance(g, Tensor) or g.shape != t.shape:
+                    shape = g.shape if isinstance(g, Tensor) else type(g).__name__
+                    raise ValueError(f"{self.name}: h0 must have shape {t.shape}, got {shape}")
+                if g.dtype != x.dtype:
+                    raise TypeError(f"{self.name}: h0 has dtype {g.dtype} but x has {x.dtype}")
+                backend.get_xp(x.data, g.data)
+        return x, h0, mask
+
+    def __call__(self, x, h0=None, mask=None):
+        x, h0, mask = self.check_inputs(x, h0, mask)
+        return self.run(x, h0, mask)
+
+    def run_reference(self, x, h0=None, mask=None):
+        """The oracle: `reference_step` looped over time with Tensor ops (autograd backward)."""
+        x, state, mask = self.check_inputs(x, h0, mask)
+        self.prepare_reference(x)
+        m = mask_array(mask, x.data)
+        outputs = []
+        for t in range(x.shape[0]):
+            y_t, new_state = self.reference_step(x[t], state, t)
+            if m is not None:
+                m_t = Tensor(m[t][:, None])
+                y_t = y_t * m_t
+                new_state = tuple(blend(m_t, n, o) for n, o in zip(_as_tuple(new_state), _as_tuple(state)))
+                new_state = new_state if isinstance(state, tuple) else new_state[0]
+            outputs.append(y_t)
+            state = new_state
+        if outputs:
+            y = ops.stack(outputs, axis=0)
+        else:
+            xp = backend.get_xp(x.data)
+            y = Tensor(xp.zeros((0, x.shape[1], self.hidden_size * self.output_multiplier), dtype=x.dtype))
+        return y, state
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+def _reverse_time(t):
+    return None if t is None else t[::-1]
+
+
+class RecurrentLayer(Module):
+    """A cell in one or both directions: ``y, h_last = layer(x, h0=None, mask=None)``.
+
+    Bidirectional: y is [y_forward, y_backward] concatenated on features; h0 and h_last stack
+    the two directions on a new leading axis: (2, B, H) (tuples of them for LSTM).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, bidirectional: bool = False, **options):
+        cls = get_cell(cell)
+        self.bidirectional = bidirectional
+        self.forward_cell = cls(input_size, hidden_size, **options)
+        self.backward_cell = cls(input_size, hidden_size, **options) if bidirectional else None
+
+    @property
+    def output_size(self) -> int:
+        cell = self.forward_cell
+        return cell.hidden_size * cell.output_multiplier * (2 if self.bidirectional else 1)
+
+    def _split_h0(self, h0):
+        if h0 is None:
+            return None, None
+        parts = _as_tuple(h0)
+        for p in parts:
+            if not isinstance(p, Tensor) or p.ndim != 3 or p.shape[0] != 2:
+                shape = p.shape if isinstance(p, Tensor) else type(p).__name__
+                raise ValueError(f"bidirectional h0 must have shape (2, B, H), got {shape}")
+        fwd = tuple(p[0] for p in parts)
+        bwd = tuple(p[1] for p in parts)
+        if not isinstance(h0, tuple):
+            fwd, bwd = fwd[0], bwd[0]
+        return fwd, bwd
+
+    def forward(self, x, h0=None, mask=None):
+        if not self.bidirectional:
+            return self.forward_cell(x, h0, mask)
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        h0_f, h0_b = self._split_h0(h0)
+        y_f, s_f = self.forward_cell(x, h0_f, mask)
+        x_rev = x[::-1] if x.ndim == 3 else x
+        y_b_rev, s_b = self.backward_cell(x_rev, h0_b, _reverse_time(mask))
+        y = ops.concat([y_f, y_b_rev[::-1]], axis=-1)
+        if isinstance(s_f, tuple):
+            return y, tuple(ops.stack([a, b], axis=0) for a, b in zip(s_f, s_b))
+        return y, ops.stack([s_f, s_b], axis=0)
+
+    def count_parameters(self) -> int:
+        return super().count_parameters()
+
+    def extra_repr(self):
+        return f"bidirectional={self.bidirectional}"
+
+
+def as_float_mask(mask, xp, dtype):
+    """Helper for kernels: mask as an xp array of dtype, or None."""
+    if mask is None:
+        return None
+    return xp.asarray(mask).astype(dtype)
+
+
+np_float_types = (np.float32, np.float64)

@@ -1,0 +1,126 @@
+"""Optimisers (SGD with momentum, Adam) and gradient-norm clipping.
+
+Updates are done on raw arrays in place, outside the graph. Each optimiser has a state dict
+(step count and moment buffers) so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+from minirec import backend
+
+__all__ = ["SGD", "Adam", "clip_grad_norm"]
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        self.lr = lr
+        self.step_count = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.step_count += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(i, p)
+
+    def _update(self, i, p):
+        raise NotImplementedError
+
+    def _buffers(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        state = {"lr": self.lr, "step_count": self.step_count}
+        for name, buffers in self._buffers().items():
+            for i, b in buffers.items():
+                state[f"{name}.{i}"] = backend.to_numpy(b).copy()
+        return state
+
+    def load_state_dict(self, state: dict):
+        self.lr = float(state["lr"])
+        self.step_count = int(state["step_count"])
+        for name, buffers in self._buffers().items():
+            buffers.clear()
+            for key, value in state.items():
+                if key.startswith(name + "."):
+                    i = int(key.split(".")[1])
+                    xp = backend.get_xp(self.params[i].data)
+                    buffers[i] = xp.asarray(value, dtype=self.params[i].dtype)
+        return self
+
+
+class SGD(Optimizer):
+    """p ← p − lr·(g + wd·p), with heavy-ball momentum v ← μv + g when momentum > 0."""
+
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.velocity = {}
+
+    def _update(self, i, p):
+        g = p.grad
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            v = self.velocity.get(i)
+            v = g.copy() if v is None else self.momentum * v + g
+            self.velocity[i] = v
+            g = v
+        p.data -= self.lr * g
+
+    def _buffers(self):
+        return {"velocity": self.velocity}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction; weight decay added to the gradient."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+        self.m, self.v = {}, {}
+
+    def _update(self, i, p):
+        xp = backend.get_xp(p.data)
+        g = p.grad
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        m = self.m.get(i, xp.zeros_like(p.data))
+        v = self.v.get(i, xp.zeros_like(p.data))
+        m = self.beta1 * m + (1 - self.beta1) * g
+        v = self.beta2 * v + (1 - self.beta2) * g * g
+        self.m[i], self.v[i] = m, v
+        m_hat_scale = 1 / (1 - self.beta1**self.step_count)
+        v_hat_scale = 1 / (1 - self.beta2**self.step_count)
+        p.data -= (self.lr * m_hat_scale) * m / (xp.sqrt(v * v_hat_scale) + self.eps)
+
+    def _buffers(self):
+        return {"m": self.m, "v": self.v}
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping (inf or nan if a gradient is not finite).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    if math.isfinite(total) and total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for p in params:
+            if p.grad is not None:
+                p.grad = p.grad * p.grad.dtype.type(scale)  # not in place: grads may share arrays
+    return total
