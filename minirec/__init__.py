@@ -3,7 +3,7 @@
 The top level re-exports what a reader needs first: the Tensor, the ops, `gradcheck`.
 """
 
-from minirec import backend
+from minirec import backend, nn
 from minirec.autograd import (
     Function,
     GradcheckError,
@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "gradcheck", "GradcheckError", "GraphFreedError",
-    "ShapeError", "BackendError", "backend", "cuda_available", "manual_seed",
+    "ShapeError", "BackendError", "backend", "nn", "cuda_available", "manual_seed",
     "exp", "log", "tanh", "sigmoid", "relu", "softplus", "matmul", "concat", "stack", "where",
     "gather", "log_softmax", "cross_entropy", "dropout",
 ]

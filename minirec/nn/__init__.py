@@ -3,9 +3,10 @@
 from minirec.nn.layers import Dropout, Embedding, LayerNorm, Linear, uniform_parameter
 from minirec.nn.module import Module, ModuleList, Parameter, StateDictError, save_npz_atomic
 from minirec.nn.optim import SGD, Adam, clip_grad_norm
+from minirec.nn.rnn import RNN
 
 __all__ = [
     "Module", "ModuleList", "Parameter", "StateDictError", "save_npz_atomic",
     "Linear", "Embedding", "Dropout", "LayerNorm", "uniform_parameter",
-    "SGD", "Adam", "clip_grad_norm",
+    "SGD", "Adam", "clip_grad_norm", "RNN",
 ]

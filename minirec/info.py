@@ -1,0 +1,59 @@
+"""`minirec info`: versions, backends and kernels usable on this machine."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+from minirec import backend
+
+__all__ = ["collect", "add_arguments", "run"]
+
+
+def _version(module: str) -> str:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "installed")
+    except Exception as error:  # a broken optional install is reported, not raised
+        return f"not usable ({type(error).__name__})"
+
+
+def collect() -> dict:
+    """What a bug report or a results file should say about the machine."""
+    import minirec
+    from minirec import cells, kernels  # noqa: F401 - importing registers cells and kernels
+
+    return {
+        "minirec": minirec.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "numpy": _version("numpy"),
+        "numba": _version("numba"),
+        "cupy": _version("cupy") if backend._cupy() is not None else "not installed",
+        "cuda_usable": backend.cuda_available(),
+        "kernel_mode": os.environ.get("MINIREC_KERNELS", "auto"),
+        "cells": cells.cell_names(),
+        "kernels": kernels.kernel_names(),
+    }
+
+
+def add_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args) -> int:
+    facts = collect()
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(facts, indent=2))
+        return 0
+    for key, value in facts.items():
+        if key == "kernels":
+            value = ", ".join(f"{name} ({'/'.join(kinds)})" for name, kinds in value.items()) or "none"
+        elif isinstance(value, list):
+            value = " ".join(value)
+        print(f"{key:<12} {value}")
+    return 0

@@ -1,0 +1,57 @@
+"""`RNN`: a stack of recurrent layers of any registered cell.
+
+    rnn = nn.RNN(cell="sru", input_size=128, hidden_size=256, num_layers=2, dropout=0.2)
+    y, h_last = rnn(x, h0=None, mask=None)     # x: (T, B, D) time-major
+
+``h0`` and ``h_last`` are lists with one entry per layer, each in that layer's state format
+(a (B, H) Tensor; (2, B, H) when bidirectional; a tuple of them for LSTM's (h, c)).
+Dropout is applied between layers (not after the last), as in Zaremba et al. (2014).
+"""
+
+from __future__ import annotations
+
+from minirec.autograd import ops
+from minirec.cells.base import RecurrentLayer, get_cell
+from minirec.nn.module import Module
+
+__all__ = ["RNN"]
+
+
+class RNN(Module):
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        **cell_options,
+    ):
+        get_cell(cell)  # an unknown name fails here, listing the known ones
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell, self.num_layers, self.dropout = cell, num_layers, dropout
+        self.layers = []
+        size = input_size
+        for _ in range(num_layers):
+            layer = RecurrentLayer(cell, size, hidden_size, bidirectional=bidirectional, **cell_options)
+            self.layers.append(layer)
+            size = layer.output_size
+        self.output_size = size
+
+    def forward(self, x, h0=None, mask=None):
+        if h0 is not None and len(h0) != self.num_layers:
+            raise ValueError(f"h0 must be a list of {self.num_layers} states (one per layer), got {len(h0)}")
+        states = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = ops.dropout(x, self.dropout, training=self.training)
+            x, state = layer(x, None if h0 is None else h0[i], mask)
+            states.append(state)
+        return x, states
+
+    def extra_repr(self):
+        return f"cell={self.cell!r}, num_layers={self.num_layers}, dropout={self.dropout}"

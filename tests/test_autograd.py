@@ -1,0 +1,203 @@
+"""The engine: every primitive op against finite differences, plus the graph mechanics."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+
+import minirec as mr
+from minirec.autograd import ops
+from minirec.checks import check_op, op_cases
+
+FAST = settings(max_examples=15, deadline=None)
+
+
+def t64(xp, data, grad=True):
+    return mr.tensor(xp.asarray(np.asarray(data, dtype=np.float64)), requires_grad=grad)
+
+
+@pytest.mark.parametrize("case", op_cases(), ids=[c[0] for c in op_cases()])
+def test_every_op_passes_gradcheck(case):
+    name, fn, shapes, positive = case
+    result = check_op(name, fn, shapes, positive)
+    assert result.passed and result.max_rel_error < 1e-6, str(result)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b, lambda a, b: a / b, lambda a, b: a**b],
+    ids=["add", "sub", "mul", "div", "pow"],
+)
+@FAST
+@given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=3),
+       seed=st.integers(0, 2**16))
+def test_binary_ops_broadcast_gradients(fn, shapes, seed):
+    rng = np.random.default_rng(seed)
+    a, b = (t64(np, rng.uniform(0.5, 2.0, s)) for s in shapes.input_shapes)
+    out = fn(a, b)
+    assert out.shape == shapes.result_shape
+    result = mr.gradcheck(fn, [a, b])
+    assert result.max_rel_error < 1e-6
+
+
+@FAST
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3), data=st.data())
+def test_reductions_over_drawn_axes(shape, data):
+    axis = data.draw(st.none() | st.integers(-len(shape), len(shape) - 1))
+    keepdims = data.draw(st.booleans())
+    x = t64(np, np.random.default_rng(1).standard_normal(shape))
+    for reduce in (ops.sum, ops.mean, ops.max):
+        mr.gradcheck(lambda a: reduce(a, axis=axis, keepdims=keepdims), [x])
+        np.testing.assert_allclose(
+            reduce(x, axis=axis, keepdims=keepdims).data,
+            {ops.sum: np.sum, ops.mean: np.mean, ops.max: np.max}[reduce](x.data, axis=axis, keepdims=keepdims),
+        )
+
+
+@FAST
+@given(batch=st.lists(st.integers(1, 3), max_size=2), n=st.integers(1, 4), k=st.integers(1, 4), m=st.integers(1, 4))
+def test_matmul_batched_shapes(batch, n, k, m):
+    rng = np.random.default_rng(2)
+    a, b = t64(np, rng.standard_normal((*batch, n, k))), t64(np, rng.standard_normal((k, m)))
+    np.testing.assert_allclose((a @ b).data, a.data @ b.data)
+    assert mr.gradcheck(lambda a, b: a @ b, [a, b]).passed
+
+
+def test_ops_on_backend(xp):
+    """The same ops, values and gradients on whichever backend ``xp`` is."""
+    x = t64(xp, [[0.5, -1.0, 2.0], [3.0, -4.0, 0.1]])
+    w = t64(xp, [[1.0], [2.0], [-1.0]])
+    out = (mr.sigmoid(x @ w) * mr.tanh(x).sum(axis=1, keepdims=True)).mean()
+    out.backward()
+    assert type(x.grad) is type(x.data)
+    assert mr.gradcheck(lambda x, w: mr.softplus(x @ w) + mr.exp(-x), [x, w]).passed
+
+
+def test_sigmoid_and_softplus_are_stable_for_large_inputs():
+    x = mr.tensor(np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0]), requires_grad=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        s = mr.sigmoid(x)
+        sp = mr.softplus(x)
+        (s.sum() + sp.sum()).backward()
+    np.testing.assert_allclose(s.data, [0.0, 1.9287498479639178e-22, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(sp.data, [0.0, 1.9287498479639178e-22, np.log(2), 50.0, 1000.0])
+    assert np.all(np.isfinite(x.grad))
+
+
+def test_cross_entropy_matches_manual_and_ignores_positions():
+    rng = np.random.default_rng(3)
+    logits = t64(np, rng.standard_normal((4, 5)))
+    targets = np.array([1, 0, 4, 2])
+    loss = mr.cross_entropy(logits, targets, ignore_index=2)
+    log_p = logits.data - np.log(np.exp(logits.data).sum(-1, keepdims=True))
+    expected = -np.mean([log_p[0, 1], log_p[1, 0], log_p[2, 4]])
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert np.all(logits.grad[3] == 0)  # the ignored row gets no gradient
+
+
+def test_gather_accumulates_repeated_rows():
+    table = t64(np, np.zeros((3, 2)))
+    out = mr.gather(table, np.array([0, 2, 0, 0]))
+    out.sum().backward()
+    np.testing.assert_array_equal(table.grad, [[3, 3], [0, 0], [1, 1]])
+
+
+def test_gradients_accumulate_over_shared_subgraphs():
+    x = t64(np, [2.0])
+    y = x * x
+    z = y + y * 3  # y is used twice: its gradient must be the sum
+    z.backward(np.ones(1))
+    np.testing.assert_allclose(x.grad, [16.0])  # d(4x²)/dx
+
+
+def test_dropout_scales_and_is_identity_in_eval():
+    x = mr.tensor(np.ones((1000, 10)), requires_grad=True)
+    y = mr.dropout(x, 0.3)
+    kept = y.data != 0
+    assert 0.6 < kept.mean() < 0.8
+    np.testing.assert_allclose(y.data[kept], 1 / 0.7)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, y.data)
+    assert mr.dropout(x, 0.3, training=False) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        mr.dropout(x, 1.0)
+
+
+def test_no_grad_records_nothing_and_detach_cuts():
+    x = mr.tensor(np.ones(3), requires_grad=True)
+    with mr.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.is_leaf
+    assert not (x * 2).detach().requires_grad
+
+
+def test_float32_stays_float32_with_python_scalars():
+    x = mr.tensor([1.0, 2.0], requires_grad=True)
+    assert x.dtype == np.float32
+    y = (x * 2.5 + 1) / 3 - 0.5
+    assert y.dtype == np.float32
+    assert mr.tensor([1, 2]).dtype.kind == "i"
+
+
+def test_numpy_array_on_the_left_gives_a_tensor():
+    x = mr.tensor(np.ones(2), requires_grad=True)
+    y = np.array([1.0, 2.0]) * x
+    assert isinstance(y, mr.Tensor) and y.requires_grad
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_broadcast_error_names_both_shapes():
+    with pytest.raises(mr.ShapeError, match=r"\(2, 3\) and \(4,\)"):
+        mr.tensor(np.ones((2, 3))) + mr.tensor(np.ones(4))
+
+
+def test_matmul_error_names_both_shapes():
+    with pytest.raises(mr.ShapeError, match=r"\(2, 3\) and \(4, 5\)"):
+        mr.tensor(np.ones((2, 3))) @ mr.tensor(np.ones((4, 5)))
+
+
+def test_backward_twice_through_freed_graph_says_so():
+    x = mr.tensor(np.ones(3), requires_grad=True)
+    y = (mr.tanh(x) * 2).sum()
+    y.backward()
+    with pytest.raises(mr.GraphFreedError, match="retain_graph"):
+        y.backward()
+
+
+def test_backward_twice_with_retain_graph_accumulates():
+    x = mr.tensor(np.ones(3), requires_grad=True)
+    y = (x * 3).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad, [6.0, 6.0, 6.0])
+
+
+def test_backward_needs_grad_for_non_scalar():
+    x = mr.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="scalar"):
+        (x * 2).backward()
+
+
+def test_mixing_backends_names_both():
+    class FakeCupyArray:  # stands in for a CuPy array on a machine without one
+        shape = (2,)
+
+    from minirec import backend
+
+    real = backend._backend_name
+    backend._backend_name = lambda a: "cupy" if isinstance(a, FakeCupyArray) else real(a)
+    try:
+        with pytest.raises(mr.BackendError, match="numpy array of shape \\(3,\\) and a cupy array of shape \\(2,\\)"):
+            backend.get_xp(np.ones(3), FakeCupyArray())
+    finally:
+        backend._backend_name = real
+
+
+def test_gather_rejects_out_of_range_and_float_indices():
+    table = mr.tensor(np.ones((3, 2)))
+    with pytest.raises(IndexError, match="out of range"):
+        mr.gather(table, np.array([0, 3]))
+    with pytest.raises(TypeError, match="integers"):
+        mr.gather(table, np.array([0.0]))

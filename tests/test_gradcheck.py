@@ -1,0 +1,84 @@
+"""gradcheck must pass a right backward and catch a wrong one, in every mode."""
+
+import numpy as np
+import pytest
+
+import minirec as mr
+
+
+class WrongSquare(mr.Function):
+    """x² with a backward that is off by a small factor: what a subtle bug looks like."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_arrays
+        return (grad * 2 * x * (1 + 1e-4),)
+
+
+class RightSquare(WrongSquare):
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_arrays
+        return (grad * 2 * x,)
+
+
+def x64(shape=(3, 4), seed=0):
+    return mr.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True)
+
+
+@pytest.mark.parametrize("mode", ["gradient", "jacobian", "projection"])
+def test_right_backward_passes(mode):
+    result = mr.gradcheck(RightSquare.apply, [x64()], mode=mode)
+    assert result.passed and result.max_rel_error < 1e-8
+
+
+@pytest.mark.parametrize("mode", ["gradient", "jacobian", "projection"])
+def test_wrong_backward_fails(mode):
+    with pytest.raises(mr.GradcheckError, match="FAILED"):
+        mr.gradcheck(WrongSquare.apply, [x64()], mode=mode)
+    result = mr.gradcheck(WrongSquare.apply, [x64()], mode=mode, raise_on_failure=False)
+    assert not result.passed and result.max_rel_error > 1e-5
+
+
+def test_report_locates_the_worst_element():
+    class WrongAtOne(RightSquare):
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_arrays
+            g = grad * 2 * x
+            g[1, 2] += 0.5
+            return (g,)
+
+    result = mr.gradcheck(WrongAtOne.apply, [x64()], raise_on_failure=False)
+    assert result.inputs[0].worst_at == (1, 2)
+    assert "(1, 2)" in str(result)
+
+
+def test_auto_mode_projects_large_inputs():
+    big = x64((100, 50))
+    assert mr.gradcheck(lambda x: mr.tanh(x) * 2, [big]).mode == "projection"
+    assert mr.gradcheck(lambda x: mr.tanh(x) * 2, [x64()]).mode == "gradient"
+
+
+def test_nan_is_reported_not_passed():
+    x = mr.tensor(np.array([1.0, -1.0]), requires_grad=True)
+    with pytest.raises(mr.GradcheckError, match="NaN or inf"):
+        mr.gradcheck(mr.log, [x])
+    with pytest.raises(mr.GradcheckError, match="input 0"):
+        mr.gradcheck(mr.tanh, [mr.tensor(np.array([np.nan]), requires_grad=True)])
+
+
+def test_float32_inputs_are_refused():
+    with pytest.raises(TypeError, match="float64"):
+        mr.gradcheck(mr.tanh, [mr.tensor(np.ones(3, dtype=np.float32), requires_grad=True)])
+
+
+def test_multiple_outputs_and_inputs_without_grad():
+    a, b = x64(seed=1), mr.tensor(np.ones((3, 4)))
+    result = mr.gradcheck(lambda a, b: (a * b, mr.exp(a)), [a, b])
+    assert [r.index for r in result.inputs] == [0]

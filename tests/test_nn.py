@@ -1,0 +1,171 @@
+"""Modules, state dicts, optimisers: a small MLP must learn."""
+
+import numpy as np
+import pytest
+
+import minirec as mr
+from minirec import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, sizes=(2, 16, 2)):
+        self.layers = [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+        self.norm = nn.LayerNorm(sizes[1])
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        h = self.drop(mr.tanh(self.norm(self.layers[0](x))))
+        return self.layers[1](h)
+
+
+def xor_data(n=128, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, 2)).astype(np.float32)
+    return x, (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+
+
+def test_parameter_discovery_and_count():
+    model = MLP()
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "norm.gamma", "norm.beta"]
+    assert model.count_parameters() == 2 * 16 + 16 + 16 * 2 + 2 + 2 * 16
+
+
+def test_train_eval_reaches_every_submodule():
+    model = MLP().eval()
+    assert not model.drop.training and not model.layers[0].training
+    assert model.train().drop.training
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: nn.Adam(p, lr=0.03),
+    lambda p: nn.SGD(p, lr=0.3, momentum=0.9, weight_decay=1e-4),
+], ids=["adam", "sgd-momentum"])
+def test_mlp_learns_xor(make_optimizer):
+    mr.manual_seed(0)
+    model = MLP()
+    opt = make_optimizer(model.parameters())
+    x, y = xor_data()
+    losses = []
+    for _ in range(150):
+        loss = mr.cross_entropy(model(mr.tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        nn.clip_grad_norm(model.parameters(), 5.0)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    model.eval()
+    accuracy = (model(mr.tensor(x)).data.argmax(-1) == y).mean()
+    assert accuracy > 0.9
+
+
+def test_state_dict_round_trip_through_npz(tmp_path):
+    a, b = MLP(), MLP()
+    a.save(tmp_path / "m.npz")
+    b.load(tmp_path / "m.npz")
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb
+        np.testing.assert_array_equal(pa.data, pb.data)
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.npz"]  # no temporary file left
+
+
+def test_load_state_dict_lists_every_problem():
+    model = MLP()
+    state = model.state_dict()
+    del state["norm.beta"]
+    state["extra"] = np.zeros(1)
+    state["layers.0.weight"] = np.zeros((3, 3))
+    with pytest.raises(nn.StateDictError) as error:
+        model.load_state_dict(state)
+    message = str(error.value)
+    assert "missing keys: norm.beta" in message
+    assert "unexpected keys: extra" in message
+    assert "layers.0.weight: checkpoint (3, 3) vs model (2, 16)" in message
+
+
+def test_load_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        MLP().load(tmp_path / "nope.npz")
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    model = MLP()
+    model.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_clip_grad_norm_scales_to_max_norm():
+    p = nn.Parameter(np.zeros(4, dtype=np.float64))
+    q = nn.Parameter(np.zeros(3, dtype=np.float64))
+    p.grad, q.grad = np.full(4, 3.0), np.full(3, 4.0)
+    norm = nn.clip_grad_norm([p, q], 1.0)
+    assert norm == pytest.approx(np.sqrt(36 + 48))
+    assert np.sqrt((p.grad**2).sum() + (q.grad**2).sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_optimizer_state_dict_resumes_identically():
+    def run(steps, split=None):
+        mr.manual_seed(0)
+        model = MLP()
+        opt = nn.Adam(model.parameters(), lr=0.01)
+        x, y = xor_data(32)
+        model.eval()
+        for step in range(steps):
+            if step == split:
+                state, opt_state = model.state_dict(), opt.state_dict()
+                model = MLP().load_state_dict(state).eval()
+                opt = nn.Adam(model.parameters(), lr=0.5).load_state_dict(opt_state)
+            loss = mr.cross_entropy(model(mr.tensor(x)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model.state_dict()
+
+    straight, resumed = run(6), run(6, split=3)
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k])
+
+
+def test_embedding_lookup_and_gradient():
+    emb = nn.Embedding(5, 3)
+    out = emb(np.array([[1, 1], [4, 0]]))
+    assert out.shape == (2, 2, 3)
+    out.sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad[:, 0], [1, 2, 0, 0, 1])
+
+
+def test_linear_rejects_wrong_feature_size():
+    with pytest.raises(ValueError, match="last dimension 2"):
+        nn.Linear(2, 3)(mr.tensor(np.ones((4, 5))))
+
+
+def test_module_to_cpu_keeps_values():
+    model = MLP()
+    before = model.state_dict()
+    model.to("cpu")
+    assert model.device == "cpu"
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.cuda
+def test_module_to_gpu():
+    if not mr.cuda_available():
+        pytest.skip("no usable GPU")
+    import cupy as xp
+
+    model = MLP().to("gpu")
+    assert model.device == "gpu"
+    out = model(mr.tensor(xp.ones((3, 2), dtype=xp.float32)))
+    assert out.device == "gpu"
+    assert model.to("cpu").device == "cpu"
