@@ -15,7 +15,6 @@ import numpy as np
 
 import minirec as mr
 from minirec import backend
-from minirec.autograd import ops
 
 __all__ = ["CellCase", "cell_cases", "op_cases", "check_cell", "check_op", "run", "add_arguments"]
 

@@ -1,29 +1,34 @@
 """The `minirec` command: gradcheck | train | info.
 
-Each subcommand lives in its own module; this file only parses the first word.
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args)`; this file
+only routes the first word there.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 __all__ = ["main"]
+
+COMMANDS = {
+    "gradcheck": ("minirec.checks", "finite-difference check of every op and cell"),
+    "train": ("minirec.training", "train a model on PTB or SST"),
+    "info": ("minirec.info", "versions, backends and kernels usable here"),
+}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="minirec", description="Simplified recurrent networks, checked and fast.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from minirec import checks, info, training
-
-    checks.add_arguments(sub.add_parser("gradcheck", help="finite-difference check of every op and cell"))
-    training.add_arguments(sub.add_parser("train", help="train a model on PTB or SST"))
-    info.add_arguments(sub.add_parser("info", help="versions, backends and kernels usable here"))
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        modules[name] = importlib.import_module(module_name)
+        modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    handlers = {"gradcheck": checks.run, "train": training.run, "info": info.run}
-    return int(handlers[args.command](args) or 0)
+    return int(modules[args.command].run(args) or 0)
 
 
 if __name__ == "__main__":

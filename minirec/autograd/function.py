@@ -204,7 +204,7 @@ class Tensor:
             if grads_out is None:
                 continue
             if ctx.freed:
-                ctx.saved_arrays  # raises GraphFreedError with its message
+                _ = ctx.saved_arrays  # raises GraphFreedError with its message
             grads_out = [
                 g if g is not None else xp.zeros(shape, dtype=dtype)
                 for g, (shape, dtype) in zip(grads_out, ctx.output_meta)

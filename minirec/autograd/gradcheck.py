@@ -212,7 +212,10 @@ def _check_gradient(inputs, checked, eps, loss_value, analytic):
             plus, minus = _central_difference(inputs, i, j, eps, loss_value)
             numeric[j] = (plus - minus) / (2 * eps)
         shape = inputs[i].shape
-        reports.append(_report(i, shape, grad.reshape(-1), numeric, lambda k, s=shape: tuple(int(v) for v in np.unravel_index(k, s))))
+        def locate(k, s=shape):
+            return tuple(int(v) for v in np.unravel_index(k, s))
+
+        reports.append(_report(i, shape, grad.reshape(-1), numeric, locate))
     return reports
 
 

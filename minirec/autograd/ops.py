@@ -499,7 +499,9 @@ class CrossEntropy(Function):
                 f"{tuple(logits.shape)} (expected {tuple(logits.shape[:-1])})"
             )
         if mask is not None and mask.shape != targets.shape:
-            raise ShapeError(f"cross_entropy: mask of shape {tuple(mask.shape)} for targets of shape {tuple(targets.shape)}")
+            raise ShapeError(
+                f"cross_entropy: mask of shape {tuple(mask.shape)} for targets of shape {tuple(targets.shape)}"
+            )
         keep = xp.ones(targets.shape, dtype=bool) if mask is None else mask.astype(bool)
         if ignore_index is not None:
             keep = keep & (targets != ignore_index)
