@@ -96,8 +96,12 @@ CELL_OPTIONS = {
     ],
     "qrnn": [("highway", {"highway": True})],
     "lrn": [("identity", {"activation": "identity"})],
-    "mingru": [("parallel", {"mode": "parallel"}), ("log", {"mode": "log"})],
-    "minlstm": [("parallel", {"mode": "parallel"}), ("log", {"mode": "log"})],
+    "glrn": [("identity", {"activation": "identity"})],
+    "elrn": [("identity", {"activation": "identity"})],
+    **{
+        name: [("sequential", {"mode": "sequential"}), ("g(x)", {"g_activation": True}), ("log", {"mode": "log"})]
+        for name in ("mingru", "minlstm")
+    },
 }
 # Cells whose hidden size must equal the input size.
 SQUARE_CELLS = {"fofe"}

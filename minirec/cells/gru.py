@@ -1,0 +1,117 @@
+"""GRU: gated recurrent unit (Cho et al. 2014, as written in Wang & Jiang 2019 §3.1).
+
+    z_t = σ(W_z [h_{t−1}, x_t] + b_z)                         (1) update gate
+    r_t = σ(W_r [h_{t−1}, x_t] + b_r)                         (2) reset gate
+    ĥ_t = tanh(W_h [r_t ⊙ h_{t−1}, x_t] + b_h)                (3) candidate
+    h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ ĥ_t                     (4)
+    y_t = h_t
+
+(Equation numbers are local to this docstring.) The reset gate acts *before* the product with the
+recurrent weights (Cho et al.'s form; cuDNN's "reset after" variant r ⊙ (U_h h) is a different cell).
+Each W_k [h, x] is split into a recurrent part and an input part, W_k [h, x] = h U_k + x W_x,k,
+stored as (in, out) matrices like `Linear`:
+
+* ``input_weight`` (D, 3H) = [W_x,z | W_x,r | W_x,h], applied to the whole sequence in one
+  product with autograd, outside the recurrence: x_proj = x W_x + b;
+* ``recurrent_weight`` (H, 3H) = [U_z | U_r | U_h], used inside the fused `GRURecurrence`;
+* ``bias`` (3H,) = [b_z | b_r | b_h]: one bias per gate. CELLS.md writes the GRU without biases;
+  we include them, as common implementations do, and only one per gate: cuDNN's and PyTorch's
+  second "recurrent" bias would only duplicate it in this reset-before form.
+
+Parameter count: 3·(H·(H + D) + H) = 3H(H + D + 1).
+Init: every parameter U(±1/√H), the common practice (PyTorch's nn.GRU default).
+
+Backward (hand-derived, `minirec.kernels.gru.gru_backward`). With δ_t = ∂L/∂h_t (total) and
+m_t the mask (1 = real token), going from t = T down to 1:
+    δ_t  += m_t ȳ_t,            dh = m_t δ_t                    (gradient reaching step t's new state)
+    ∂a_h  = dh ⊙ z_t ⊙ (1 − ĥ_t²),          ∂(r ⊙ h) = ∂a_h U_hᵀ
+    ∂a_z  = dh ⊙ (ĥ_t − h_{t−1}) ⊙ z_t(1 − z_t)
+    ∂a_r  = ∂(r ⊙ h) ⊙ h_{t−1} ⊙ r_t(1 − r_t)
+    δ_{t−1} = (1 − m_t) δ_t + dh ⊙ (1 − z_t) + ∂(r ⊙ h) ⊙ r_t + [∂a_z, ∂a_r] [U_z, U_r]ᵀ
+    ∂x_proj_t = [∂a_z, ∂a_r, ∂a_h],   ∂U_{z,r} = Σ_t h_{t−1}ᵀ [∂a_z, ∂a_r],   ∂U_h = Σ_t (r_t ⊙ h_{t−1})ᵀ ∂a_h,
+    ∂h_0 = δ_0.  Autograd then carries ∂x_proj through x W_x + b to ∂x, ∂W_x, ∂b.
+A padded step (m_t = 0) passes δ through unchanged and contributes no gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+from minirec import backend
+from minirec.autograd import ops
+from minirec.autograd.function import Function, Tensor
+from minirec.cells.base import Cell, mask_array, register
+from minirec.kernels import get_kernel
+from minirec.kernels import gru as _gru_kernels  # noqa: F401 - registers the reference loops
+from minirec.nn.layers import uniform_parameter
+
+__all__ = ["GRU", "GRURecurrence"]
+
+
+class GRURecurrence(Function):
+    """Fused GRU over a whole sequence: (x_proj, U, h0, mask) → (y, h_last)."""
+
+    @staticmethod
+    def forward(ctx, x_proj, U, h0, mask):
+        xp = backend.get_xp(x_proj, U, h0)
+        h, gates = get_kernel("gru_forward", xp)(x_proj, U, h0, mask)
+        y = h if mask is None else h * mask[:, :, None]
+        h_last = h[-1] if h.shape[0] else h0.copy()
+        ctx.save_for_backward(U, h0, h, gates)
+        ctx.mask = mask
+        return y, h_last
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h_last):
+        U, h0, h, gates = ctx.saved_arrays
+        xp = backend.get_xp(U, h0, grad_y)
+        grad_x_proj, grad_U, grad_h0 = get_kernel("gru_backward", xp)(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
+        return grad_x_proj, grad_U, grad_h0, None
+
+
+def check_weight_dtype(cell, x):
+    """The cell computes in x's dtype; weights of another dtype would upcast silently."""
+    if cell.recurrent_weight.dtype != x.dtype:
+        raise TypeError(
+            f"{cell.name}: x has dtype {x.dtype} but the weights are {cell.recurrent_weight.dtype}; "
+            "create the cell under the same default dtype (minirec.backend.set_default_dtype)"
+        )
+
+
+def project_inputs(x: Tensor, weight, bias) -> Tensor:
+    """x W + b for every time step at once: one (T·B, D) @ (D, k) product, back to (T, B, k)."""
+    T, B, D = x.shape
+    return (x.reshape(T * B, D) @ weight + bias).reshape(T, B, weight.shape[1])
+
+
+@register("gru")
+class GRU(Cell):
+    """GRU layer (one direction): y_t = h_t, the state is h (B, H)."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        D, H = self.input_size, self.hidden_size
+        bound = 1 / math.sqrt(H)
+        self.input_weight = uniform_parameter((D, 3 * H), bound)
+        self.recurrent_weight = uniform_parameter((H, 3 * H), bound)
+        self.bias = uniform_parameter((3 * H,), bound)
+
+    @staticmethod
+    def parameter_count(input_size: int, hidden_size: int, **options) -> int:
+        """3·(H·(H + D) + H): three gates, each a (H + D) × H matrix and a bias of size H."""
+        D, H = input_size, hidden_size
+        return 3 * (H * (H + D) + H)
+
+    def run(self, x, h0, mask):
+        check_weight_dtype(self, x)
+        x_proj = project_inputs(x, self.input_weight, self.bias)
+        return GRURecurrence.apply(x_proj, self.recurrent_weight, h0, mask_array(mask, x.data))
+
+    def reference_step(self, x_t, h, t):
+        H = self.hidden_size
+        W, U, b = self.input_weight, self.recurrent_weight, self.bias
+        z = ops.sigmoid(x_t @ W[:, :H] + h @ U[:, :H] + b[:H])
+        r = ops.sigmoid(x_t @ W[:, H : 2 * H] + h @ U[:, H : 2 * H] + b[H : 2 * H])
+        h_tilde = ops.tanh(x_t @ W[:, 2 * H :] + (r * h) @ U[:, 2 * H :] + b[2 * H :])
+        h = (1 - z) * h + z * h_tilde
+        return h, h
