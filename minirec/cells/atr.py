@@ -36,21 +36,12 @@ import math
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function
-from minirec.cells.base import Cell, mask_array, register
+from minirec.cells.base import Cell, check_weight_dtype, mask_array, project_inputs, register
 from minirec.kernels import atr as _atr_kernels  # noqa: F401 - registers the reference kernels
 from minirec.kernels import get_kernel
 from minirec.nn.layers import uniform_parameter
 
 __all__ = ["ATR", "ATRRecurrence"]
-
-
-def _check_weight_dtype(cell, x):
-    """The cell computes in x's dtype: weights of another dtype would upcast (or downcast) silently."""
-    if cell.input_weight.dtype != x.dtype:
-        raise TypeError(
-            f"{cell.name}: x has dtype {x.dtype} but the weights are {cell.input_weight.dtype}; create the "
-            "cell under the same default dtype (minirec.backend.set_default_dtype)"
-        )
 
 
 class ATRRecurrence(Function):
@@ -94,10 +85,10 @@ class ATR(Cell):
         return hidden_size * (input_size + hidden_size + 2)
 
     def _project(self, x):
-        return x @ self.input_weight + self.bias  # one (T·B, D) @ (D, H) product for the whole sequence
+        return project_inputs(x, self.input_weight, self.bias)
 
     def run(self, x, h0, mask):
-        _check_weight_dtype(self, x)
+        check_weight_dtype(self, x, self.input_weight)
         p = self._project(x)
         return ATRRecurrence.apply(p, self.recurrent_weight, self.recurrent_bias, h0, mask_array(mask, x.data))
 

@@ -26,10 +26,14 @@ import numpy as np
 
 from minirec import backend
 from minirec.autograd import ops
-from minirec.autograd.function import Tensor
+from minirec.autograd.function import Function, Tensor
+from minirec.kernels import get_kernel
 from minirec.nn.module import Module
 
-__all__ = ["Cell", "RecurrentLayer", "register", "get_cell", "cell_names", "mask_array", "blend"]
+__all__ = [
+    "Cell", "RecurrentLayer", "register", "get_cell", "cell_names", "mask_array", "blend",
+    "project_inputs", "check_weight_dtype", "HiddenMatrixRecurrence",
+]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -71,6 +75,55 @@ def blend(m, new: Tensor, old: Tensor) -> Tensor:
     if m is None:
         return new
     return new * m + old * (1 - m)
+
+
+def project_inputs(x: Tensor, weight, bias=None) -> Tensor:
+    """x W (+ b) for every time step at once: one (T·B, D) @ (D, k) product, back to (T, B, k).
+
+    This is the part of a cell that does not depend on h: done outside the recurrence, it is
+    one large BLAS/cuBLAS call instead of T small ones (SRU §3.1).
+    """
+    T, B, D = x.shape
+    u = x.reshape(T * B, D) @ weight
+    if bias is not None:
+        u = u + bias
+    return u.reshape(T, B, weight.shape[1])
+
+
+def check_weight_dtype(cell, x, weight):
+    """The cell computes in x's dtype; weights of another dtype would upcast silently."""
+    if weight.dtype != x.dtype:
+        raise TypeError(
+            f"{cell.name}: x has dtype {x.dtype} but the weights are {weight.dtype}; "
+            "create the cell under the same default dtype (minirec.backend.set_default_dtype)"
+        )
+
+
+class HiddenMatrixRecurrence(Function):
+    """The fused Function shared by the cells with an h-to-h matrix (GRU, MGU, SGU):
+    (x_proj (T, B, k), U (H, k), h0 (B, H), mask) → (y, h_last). Subclasses name their kernels
+    ``<kernel>_forward`` / ``<kernel>_backward``; the derivations are in each cell's docstring.
+    """
+
+    kernel = ""
+
+    @staticmethod
+    def forward(ctx, x_proj, U, h0, mask):
+        xp = backend.get_xp(x_proj, U, h0)
+        h, gates = get_kernel(ctx.function.kernel + "_forward", xp)(x_proj, U, h0, mask)
+        y = h if mask is None else h * mask[:, :, None]
+        h_last = h[-1] if h.shape[0] else h0.copy()
+        ctx.save_for_backward(U, h0, h, gates)
+        ctx.mask = mask
+        return y, h_last
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h_last):
+        U, h0, h, gates = ctx.saved_arrays
+        xp = backend.get_xp(U, h0, grad_y)
+        backward = get_kernel(ctx.function.kernel + "_backward", xp)
+        grad_x_proj, grad_U, grad_h0 = backward(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
+        return grad_x_proj, grad_U, grad_h0, None
 
 
 def _as_tuple(state):

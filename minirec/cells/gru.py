@@ -37,51 +37,18 @@ from __future__ import annotations
 
 import math
 
-from minirec import backend
 from minirec.autograd import ops
-from minirec.autograd.function import Function, Tensor
-from minirec.cells.base import Cell, mask_array, register
-from minirec.kernels import get_kernel
+from minirec.cells.base import Cell, HiddenMatrixRecurrence, check_weight_dtype, mask_array, project_inputs, register
 from minirec.kernels import gru as _gru_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
 
 __all__ = ["GRU", "GRURecurrence"]
 
 
-class GRURecurrence(Function):
+class GRURecurrence(HiddenMatrixRecurrence):
     """Fused GRU over a whole sequence: (x_proj, U, h0, mask) → (y, h_last)."""
 
-    @staticmethod
-    def forward(ctx, x_proj, U, h0, mask):
-        xp = backend.get_xp(x_proj, U, h0)
-        h, gates = get_kernel("gru_forward", xp)(x_proj, U, h0, mask)
-        y = h if mask is None else h * mask[:, :, None]
-        h_last = h[-1] if h.shape[0] else h0.copy()
-        ctx.save_for_backward(U, h0, h, gates)
-        ctx.mask = mask
-        return y, h_last
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_h_last):
-        U, h0, h, gates = ctx.saved_arrays
-        xp = backend.get_xp(U, h0, grad_y)
-        grad_x_proj, grad_U, grad_h0 = get_kernel("gru_backward", xp)(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
-        return grad_x_proj, grad_U, grad_h0, None
-
-
-def check_weight_dtype(cell, x):
-    """The cell computes in x's dtype; weights of another dtype would upcast silently."""
-    if cell.recurrent_weight.dtype != x.dtype:
-        raise TypeError(
-            f"{cell.name}: x has dtype {x.dtype} but the weights are {cell.recurrent_weight.dtype}; "
-            "create the cell under the same default dtype (minirec.backend.set_default_dtype)"
-        )
-
-
-def project_inputs(x: Tensor, weight, bias) -> Tensor:
-    """x W + b for every time step at once: one (T·B, D) @ (D, k) product, back to (T, B, k)."""
-    T, B, D = x.shape
-    return (x.reshape(T * B, D) @ weight + bias).reshape(T, B, weight.shape[1])
+    kernel = "gru"
 
 
 @register("gru")
@@ -103,7 +70,7 @@ class GRU(Cell):
         return 3 * (H * (H + D) + H)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x)
+        check_weight_dtype(self, x, self.recurrent_weight)
         x_proj = project_inputs(x, self.input_weight, self.bias)
         return GRURecurrence.apply(x_proj, self.recurrent_weight, h0, mask_array(mask, x.data))
 

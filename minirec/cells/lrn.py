@@ -61,7 +61,7 @@ from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function
 from minirec.autograd.ops import stable_sigmoid
-from minirec.cells.base import Cell, mask_array, register
+from minirec.cells.base import Cell, check_weight_dtype, mask_array, project_inputs, register
 from minirec.kernels import get_kernel
 from minirec.kernels import lrn as _lrn_kernels
 from minirec.nn.layers import uniform_parameter
@@ -152,14 +152,10 @@ class _LRNFamily(Cell):
         return cls.num_blocks() * hidden_size * (input_size + 1)
 
     def _project(self, x):
-        return x @ self.input_weight + self.bias  # one (T·B, D) @ (D, n·H) product for the whole sequence
+        return project_inputs(x, self.input_weight, self.bias)
 
     def run(self, x, h0, mask):
-        if self.input_weight.dtype != x.dtype:  # the cell computes in x's dtype: never cast silently
-            raise TypeError(
-                f"{self.name}: x has dtype {x.dtype} but the weights are {self.input_weight.dtype}; create "
-                "the cell under the same default dtype (minirec.backend.set_default_dtype)"
-            )
+        check_weight_dtype(self, x, self.input_weight)
         z = self._project(x)
         return self.recurrence.apply(z, h0, mask_array(mask, x.data), activation=self.activation)
 

@@ -50,11 +50,11 @@ import math
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function, Tensor
-from minirec.cells.base import Cell, mask_array, register
+from minirec.cells.base import Cell, mask_array, project_inputs, register
 from minirec.kernels import get_kernel, minrnn  # importing minrnn registers the mingru/minlstm kernels
 from minirec.nn.layers import uniform_parameter
 
-__all__ = ["MinGRU", "MinGRURecurrence", "g_tensor", "resolve_g_activation", "check_positive_h0", "project"]
+__all__ = ["MinGRU", "MinGRURecurrence", "g_tensor", "resolve_g_activation", "check_positive_h0"]
 
 
 def resolve_g_activation(mode, g_activation):
@@ -83,12 +83,6 @@ def check_positive_h0(name, h0):
     if h0.size and not bool((h0.data > 0).all()):
         raise ValueError(f"{name}: mode='log' needs an initial state h0 > 0 everywhere (it enters as log h0); "
                          f"got min(h0) = {float(xp.min(h0.data))}")
-
-
-def project(x: Tensor, weight, bias) -> Tensor:
-    """u = x W + b for all T steps in one (T·B, D) @ (D, n) matmul, back to (T, B, n)."""
-    T, B, D = x.shape
-    return (x.reshape(T * B, D) @ weight + bias).reshape(T, B, weight.shape[1])
 
 
 def _h_last(h, h0):
@@ -154,11 +148,11 @@ class MinGRU(Cell):
         return x, h0, mask
 
     def run(self, x, h0, mask):
-        u = project(x, self.weight, self.bias)
+        u = project_inputs(x, self.weight, self.bias)
         return MinGRURecurrence.apply(u, h0, mask_array(mask, x.data), mode=self.mode, g_activation=self.applies_g)
 
     def prepare_reference(self, x):
-        self._u = project(x, self.weight, self.bias)
+        self._u = project_inputs(x, self.weight, self.bias)
 
     def reference_step(self, x_t, h, t):
         H = self.hidden_size

@@ -41,8 +41,8 @@ import math
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function, Tensor
-from minirec.cells.base import Cell, mask_array, register
-from minirec.cells.mingru import check_positive_h0, g_tensor, project, resolve_g_activation
+from minirec.cells.base import Cell, mask_array, project_inputs, register
+from minirec.cells.mingru import check_positive_h0, g_tensor, resolve_g_activation
 from minirec.kernels import get_kernel
 from minirec.nn.layers import uniform_parameter
 
@@ -108,11 +108,11 @@ class MinLSTM(Cell):
         return x, h0, mask
 
     def run(self, x, h0, mask):
-        u = project(x, self.weight, self.bias)
+        u = project_inputs(x, self.weight, self.bias)
         return MinLSTMRecurrence.apply(u, h0, mask_array(mask, x.data), mode=self.mode, g_activation=self.applies_g)
 
     def prepare_reference(self, x):
-        self._u = project(x, self.weight, self.bias)
+        self._u = project_inputs(x, self.weight, self.bias)
 
     def reference_step(self, x_t, h, t):
         """The paper's formula as written: f′ = f / (f + i), i′ = i / (f + i)."""

@@ -42,37 +42,18 @@ from __future__ import annotations
 
 import math
 
-from minirec import backend
 from minirec.autograd import ops
-from minirec.autograd.function import Function
-from minirec.cells.base import Cell, mask_array, register
-from minirec.cells.gru import check_weight_dtype, project_inputs
-from minirec.kernels import get_kernel
+from minirec.cells.base import Cell, HiddenMatrixRecurrence, check_weight_dtype, mask_array, project_inputs, register
 from minirec.kernels import sgu as _sgu_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
 
 __all__ = ["SGU", "SGURecurrence"]
 
 
-class SGURecurrence(Function):
+class SGURecurrence(HiddenMatrixRecurrence):
     """Fused SGU over a whole sequence: (x_proj, U, h0, mask) → (y, h_last)."""
 
-    @staticmethod
-    def forward(ctx, x_proj, U, h0, mask):
-        xp = backend.get_xp(x_proj, U, h0)
-        h, gates = get_kernel("sgu_forward", xp)(x_proj, U, h0, mask)
-        y = h if mask is None else h * mask[:, :, None]
-        h_last = h[-1] if h.shape[0] else h0.copy()
-        ctx.save_for_backward(U, h0, h, gates)
-        ctx.mask = mask
-        return y, h_last
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_h_last):
-        U, h0, h, gates = ctx.saved_arrays
-        xp = backend.get_xp(U, h0, grad_y)
-        grad_x_proj, grad_U, grad_h0 = get_kernel("sgu_backward", xp)(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
-        return grad_x_proj, grad_U, grad_h0, None
+    kernel = "sgu"
 
 
 @register("sgu")
@@ -95,7 +76,7 @@ class SGU(Cell):
         return (H + 2) * (H + D + 1)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x)
+        check_weight_dtype(self, x, self.recurrent_weight)
         x_proj = project_inputs(x, self.input_weight, self.bias)
         return SGURecurrence.apply(x_proj, self.recurrent_weight, h0, mask_array(mask, x.data))
 

@@ -9,7 +9,9 @@ faster one is tested against. Faster ones register under ``"cpu"`` (numba.njit) 
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 
 import numpy as np
 
@@ -36,6 +38,30 @@ def kernel_names() -> dict[str, list[str]]:
     return {name: sorted(impls) for name, impls in _KERNELS.items()}
 
 
+# The modules holding the fast implementations, imported on first use so that `import minirec`
+# never pays for numba compilation or fails for lack of a GPU.
+FAST_MODULES = {"cpu": "minirec.kernels.cpu", "cuda": "minirec.kernels.cuda"}
+_loaded: dict[str, bool] = {}
+
+
+def load_kind(kind: str) -> bool:
+    """Import the module of ``kind``'s kernels once; on failure warn once and fall back."""
+    if kind not in _loaded:
+        try:
+            importlib.import_module(FAST_MODULES[kind])
+            _loaded[kind] = True
+        except ModuleNotFoundError as error:
+            if error.name != FAST_MODULES[kind]:  # a dependency (numba) is missing, not the module
+                warnings.warn(f"minirec: {kind} kernels unavailable ({error}); using the reference loops",
+                              RuntimeWarning, stacklevel=3)
+            _loaded[kind] = False
+        except Exception as error:  # e.g. numba-cuda present but CUDA unusable
+            warnings.warn(f"minirec: {kind} kernels unavailable ({type(error).__name__}: {error}); "
+                          "using the reference loops", RuntimeWarning, stacklevel=3)
+            _loaded[kind] = False
+    return _loaded[kind]
+
+
 def get_kernel(name: str, xp=np, kind: str | None = None):
     """The implementation of ``name`` to use for arrays of namespace ``xp``.
 
@@ -47,8 +73,12 @@ def get_kernel(name: str, xp=np, kind: str | None = None):
         raise KeyError(f"no kernel named {name!r}; known: {', '.join(sorted(_KERNELS))}") from None
     kind = kind or os.environ.get("MINIREC_KERNELS", "auto")
     if kind != "auto":
+        if kind != "reference":
+            load_kind(kind)
         if kind not in impls:
             raise KeyError(f"kernel {name!r} has no {kind!r} implementation (has: {', '.join(sorted(impls))})")
         return impls[kind]
     preferred = "cpu" if xp is np else "cuda"
+    if preferred not in impls and load_kind(preferred):
+        impls = _KERNELS[name]
     return impls.get(preferred, impls["reference"])
