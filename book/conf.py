@@ -1,0 +1,49 @@
+"""Sphinx configuration of the minirec book: the chapters (jupytext MyST notebooks in
+../chapters, reached through the symlink book/chapters) executed by myst-nb at build time.
+
+Build (offline):  python -m sphinx -W --keep-going -b html book book/_build/html
+Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/html
+Environment:      MINIREC_BOOK_EXECUTE=force|cache|off  (default force: every build runs every chapter)
+                  MINIREC_MATHJAX_PATH=<url>  a local MathJax 3 to read the book offline, e.g.
+                  file:///path/to/node_modules/mathjax/es5/tex-mml-chtml.js (npm install mathjax@3).
+                  Default: Sphinx's CDN copy. (MathJax 2, e.g. Debian's libjs-mathjax, does not work:
+                  myst-nb marks pages tex2jax_ignore and relies on MathJax 3's processHtmlClass;
+                  MathJax 4 fetches its fonts from the CDN.)
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The notebooks run in a kernel started by myst-nb: let it import minirec from this checkout
+# even when the package is not installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+project = "minirec"
+author = "the minirec authors"
+copyright = "the minirec authors"
+release = "0.1.0"
+
+extensions = ["myst_nb"]
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+
+# Each chapter is a text notebook (jupytext MyST); generated .ipynb copies are never sources.
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "chapters/*.ipynb", "chapters/README*", "Thumbs.db", ".DS_Store"]
+
+nb_execution_mode = os.environ.get("MINIREC_BOOK_EXECUTE", "force")
+nb_execution_timeout = 900          # seconds per cell (full mode times the kernels)
+nb_execution_raise_on_error = True  # a failing assert in a chapter fails the build
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+if os.environ.get("MINIREC_MATHJAX_PATH"):
+    mathjax_path = os.environ["MINIREC_MATHJAX_PATH"]
+
+html_theme = "sphinx_book_theme"
+html_title = "minirec: simplified recurrent networks"
+html_theme_options = {
+    "show_toc_level": 2,
+    "use_download_button": True,
+}
