@@ -18,7 +18,8 @@ from __future__ import annotations
 from minirec import backend
 from minirec.autograd.function import Function, Tensor
 from minirec.cells.base import Cell, mask_array, register
-from minirec.kernels import scan
+from minirec.kernels import get_kernel
+from minirec.kernels import scan as _scan  # noqa: F401 - registers the linear-scan kernels
 
 __all__ = ["FOFE", "FOFERecurrence", "fofe_matrix", "fofe_closed_form"]
 
@@ -42,7 +43,7 @@ class FOFERecurrence(Function):
             m = mask[:, :, None]
             a = xp.broadcast_to(m * alpha + (1 - m), x.shape)
             b = x * m
-        h = scan.linear_scan(a, b, h0)
+        h = get_kernel("linear_scan_forward", xp)(a, b, h0)
         y = h if mask is None else h * mask[:, :, None]
         h_last = h[T - 1] if T else h0.copy()
         ctx.save_for_backward(a, h, h0)
@@ -57,7 +58,7 @@ class FOFERecurrence(Function):
         if grad_h.shape[0]:
             grad_h = grad_h.copy()
             grad_h[-1] += grad_h_last
-            _, grad_b, grad_h0 = scan.linear_scan_backward(a, h, h0, grad_h)
+            _, grad_b, grad_h0 = get_kernel("linear_scan_backward", backend.get_xp(h))(a, h, h0, grad_h)
         else:
             grad_b, grad_h0 = grad_h, grad_h_last
         grad_x = grad_b if mask is None else grad_b * mask[:, :, None]

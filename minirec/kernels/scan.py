@@ -494,3 +494,24 @@ def linear_scan_backward_cpu(a, h, h0, grad_h):
         _, backward = _numba_kernels()
         backward(a2, h2, h02, gh2, grad_a, grad_b, grad_h0)
     return grad_a.reshape(shape), grad_b.reshape(shape), grad_h0.reshape(shape[1:])
+
+
+# ---------------------------------------------------------------------------
+# Registered kernels: cells (FOFE) reach the scan through `get_kernel`, so the
+# CPU (numba) and CUDA implementations plug in behind the same signature.
+# ---------------------------------------------------------------------------
+def _register():
+    from minirec.kernels import register_kernel
+
+    @register_kernel("linear_scan_forward", "reference")
+    def linear_scan_forward(a, b, h0=None):
+        """h_1..h_T of h_t = a_t h_{t−1} + b_t (the readable loop)."""
+        return linear_scan_sequential(a, b, h0)
+
+    @register_kernel("linear_scan_backward", "reference")
+    def linear_scan_backward_reference(a, h, h0, grad_h):
+        """(grad_a, grad_b, grad_h0): the reverse scan with shifted gates."""
+        return linear_scan_backward(a, h, h0, grad_h)
+
+
+_register()

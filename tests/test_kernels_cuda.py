@@ -1,0 +1,481 @@
+"""The Numba-CUDA kernels (minirec/kernels/cuda.py, gpu_scan.py) held to the reference loops.
+
+Three layers:
+
+* **Simulator** (`test_simulator_suite`, always run): the same file is run again by pytest in a
+  subprocess with ``NUMBA_ENABLE_CUDASIM=1`` (the simulator must be chosen before numba.cuda is
+  first imported, so it cannot share this process). There, the ``test_sim_*`` tests compare every
+  kernel's forward and backward with the reference, in float64 and float32, with and without a
+  mask, at tiny odd sizes (T = 1, T = 7, B = 1, H = 3) and with launch shapes shrunk so that
+  several blocks, idle threads, several time lanes and empty lanes all occur.
+* **Real CUDA** (``@pytest.mark.cuda``, skipped without a GPU): the same comparisons on CuPy
+  arrays at realistic sizes.
+* **Plain process**: the module imports without a GPU and registers every kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from minirec import backend
+
+INNER = os.environ.get("MINIREC_CUDASIM_INNER") == "1"
+
+
+# ---- the cases: inputs for a forward kernel, and for its backward from the forward's outputs --------
+def _r(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _mask(rng, T, B, dtype, masked):
+    if not masked:
+        return None
+    m = (rng.random((T, B)) > 0.35).astype(dtype)
+    m[-1, 0] = 0  # at least one padded step
+    return m
+
+
+def _sru(drop=False, skip_in_U=False):
+    def build(rng, T, B, H, dtype, masked):
+        U = _r(rng, (T, B, (4 if skip_in_U else 3) * H), dtype)
+        x_skip = U[:, :, 3 * H:] if skip_in_U else _r(rng, (T, B, H), dtype)
+        d = ((rng.random((B, H)) > 0.3) / 0.7).astype(dtype) if drop else None
+        args = (U, x_skip, _r(rng, H, dtype, 0.7), _r(rng, H, dtype, 0.7), _r(rng, H, dtype), _r(rng, H, dtype),
+                _r(rng, (B, H), dtype), _mask(rng, T, B, dtype, masked), d, 3 ** 0.5)
+
+        def backward(out):
+            h, c, f, r = out
+            U, x_skip, v_f, v_r, _, _, c0, mask, d, alpha = args
+            return (_r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype), U, x_skip, v_f, v_r, c0, c, f, r, mask, d,
+                    alpha)
+        return args, backward
+    return build
+
+
+def _qrnn(skip):
+    def build(rng, T, B, H, dtype, masked):
+        args = (_r(rng, (T, B, 3 * H), dtype), _r(rng, 3 * H, dtype), _r(rng, (B, H), dtype),
+                _r(rng, (T, B, H), dtype) if skip else None, _mask(rng, T, B, dtype, masked))
+
+        def backward(out):
+            h, c, z, f, o = out
+            _, _, c0, x_skip, mask = args
+            return (_r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype), c0, x_skip, c, z, f, o, mask)
+        return args, backward
+    return build
+
+
+_LRN_BLOCKS = {"lrn": 3, "glrn": 2, "elrn": 1, "olrn": 4}
+
+
+def _lrn(variant, activation="tanh"):
+    def build(rng, T, B, H, dtype, masked):
+        z = _r(rng, (T, B, _LRN_BLOCKS[variant] * H), dtype)
+        h0 = _r(rng, (B, H), dtype, 0.5)
+        mask = _mask(rng, T, B, dtype, masked)
+        args = (z, h0, mask) if variant == "olrn" else (z, h0, mask, activation)
+
+        def backward(out):
+            grads = (_r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype))
+            tail = () if variant == "olrn" else (activation,)
+            return (z, h0, *out, mask, *grads, *tail)
+        return args, backward
+    return build
+
+
+def _mingru(mode, g_activation=False):
+    def build(rng, T, B, H, dtype, masked):
+        u = _r(rng, (T, B, 2 * H), dtype, 1.5)
+        k, x_tilde = u[..., :H], u[..., H:]  # strided views, as the cell passes them
+        h0 = rng.uniform(0.2, 1.0, (B, H)).astype(dtype)  # > 0: the log mode needs it
+        mask = _mask(rng, T, B, dtype, masked)
+        args = (k, x_tilde, h0, mask, mode, g_activation)
+
+        def backward(out):
+            h, z = out
+            return (_r(rng, (T, B, H), dtype), h, h0, z, x_tilde, mask, mode, g_activation)
+        return args, backward
+    return build
+
+
+def _minlstm(mode, g_activation=False):
+    def build(rng, T, B, H, dtype, masked):
+        u = _r(rng, (T, B, 3 * H), dtype, 1.5)
+        k_f, k_i, x_tilde = u[..., :H], u[..., H:2 * H], u[..., 2 * H:]
+        h0 = rng.uniform(0.2, 1.0, (B, H)).astype(dtype)
+        mask = _mask(rng, T, B, dtype, masked)
+        args = (k_f, k_i, x_tilde, h0, mask, mode, g_activation)
+
+        def backward(out):
+            h, f_prime = out
+            return (_r(rng, (T, B, H), dtype), h, h0, f_prime, k_f, k_i, x_tilde, mask, mode, g_activation)
+        return args, backward
+    return build
+
+
+def _matrix_cell(name, width):
+    """gru, mgu, sgu: (x_proj, U, h0, mask) → (h, gates); backward (U, h0, mask, h, gates, ḡy, ḡh)."""
+    def build(rng, T, B, H, dtype, masked):
+        W = width(H)
+        args = (_r(rng, (T, B, W), dtype), _r(rng, (H, W), dtype, H ** -0.5), _r(rng, (B, H), dtype, 0.5),
+                _mask(rng, T, B, dtype, masked))
+
+        def backward(out):
+            h, gates = out
+            _, U, h0, mask = args
+            return (U, h0, mask, h, gates, _r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype))
+        return args, backward
+    return build
+
+
+def _lstm(rng, T, B, H, dtype, masked):
+    args = (_r(rng, (T, B, 4 * H), dtype), _r(rng, (H, 4 * H), dtype, H ** -0.5), _r(rng, (B, H), dtype, 0.5),
+            _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
+
+    def backward(out):
+        h, c, gates = out
+        _, U, h0, c0, mask = args
+        return (U, h0, c0, mask, h, c, gates, _r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype),
+                _r(rng, (B, H), dtype))
+    return args, backward
+
+
+def _atr(rng, T, B, H, dtype, masked):
+    args = (_r(rng, (T, B, H), dtype), _r(rng, (H, H), dtype, H ** -0.5), _r(rng, H, dtype, 0.5),
+            _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
+
+    def backward(out):
+        h, i, f = out
+        p, U, _, h0, mask = args
+        return (p, U, h0, h, i, f, mask, _r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype))
+    return args, backward
+
+
+# name: (kernel prefix, builder)
+CASES = {
+    "sru": ("sru", _sru()),
+    "sru-drop": ("sru", _sru(drop=True)),
+    "sru-skip-in-U": ("sru", _sru(skip_in_U=True)),
+    "qrnn": ("qrnn", _qrnn(False)),
+    "qrnn-highway": ("qrnn", _qrnn(True)),
+    "lrn-tanh": ("lrn", _lrn("lrn")),
+    "lrn-identity": ("lrn", _lrn("lrn", "identity")),
+    "glrn-tanh": ("glrn", _lrn("glrn")),
+    "glrn-identity": ("glrn", _lrn("glrn", "identity")),
+    "elrn-tanh": ("elrn", _lrn("elrn")),
+    "elrn-identity": ("elrn", _lrn("elrn", "identity")),
+    "olrn": ("olrn", _lrn("olrn")),
+    "mingru-sequential": ("mingru", _mingru("sequential")),
+    "mingru-sequential-g": ("mingru", _mingru("sequential", True)),
+    "mingru-parallel": ("mingru", _mingru("parallel")),
+    "mingru-parallel-g": ("mingru", _mingru("parallel", True)),
+    "mingru-log": ("mingru", _mingru("log", True)),
+    "minlstm-sequential": ("minlstm", _minlstm("sequential")),
+    "minlstm-sequential-g": ("minlstm", _minlstm("sequential", True)),
+    "minlstm-parallel": ("minlstm", _minlstm("parallel")),
+    "minlstm-parallel-g": ("minlstm", _minlstm("parallel", True)),
+    "minlstm-log": ("minlstm", _minlstm("log", True)),
+    "gru": ("gru", _matrix_cell("gru", lambda H: 3 * H)),
+    "mgu": ("mgu", _matrix_cell("mgu", lambda H: 2 * H)),
+    "sgu": ("sgu", _matrix_cell("sgu", lambda H: H + 2)),
+    "lstm": ("lstm", _lstm),
+    "atr": ("atr", _atr),
+}
+
+
+def _tolerances(dtype, long=False):
+    """(rtol, atol relative to the largest |value|). float32 results of long sequences differ from
+    the float32 reference by rounding amplified along the sequence (both are ~1e-4 from float64
+    there), so the GPU-size tests allow more; float64 is the strict check."""
+    if np.dtype(dtype) == np.float64:
+        return 1e-10, 1e-12
+    return (1e-3, 3e-4) if long else (3e-4, 3e-5)
+
+
+def _compare(actual, expected, dtype, what, to_numpy=np.asarray, long=False):
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(actual) == len(expected), f"{what}: {len(actual)} outputs, reference has {len(expected)}"
+    rtol, atol = _tolerances(dtype, long)
+    for n, (a, e) in enumerate(zip(actual, expected)):
+        if e is None:
+            assert a is None, f"{what}: output {n} should be None"
+            continue
+        a, e = to_numpy(a), np.asarray(e)
+        assert a.shape == e.shape, f"{what}: output {n} has shape {a.shape}, reference {e.shape}"
+        assert a.dtype == e.dtype, f"{what}: output {n} has dtype {a.dtype}, reference {e.dtype}"
+        scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * scale, err_msg=f"{what}: output {n}")
+
+
+def _impls(prefix):
+    from minirec.kernels import _KERNELS, cuda  # noqa: F401  (importing cuda registers it)
+
+    return tuple(_KERNELS[f"{prefix}_{part}"] for part in ("forward", "backward"))
+
+
+def _check_case(case, T, B, H, dtype, masked, seed=0, device=None):
+    """Forward and backward of one case against the reference (on NumPy inputs). ``device``:
+    a function moving an array to the GPU (CuPy), or None to call the kernels on NumPy."""
+    prefix, build = CASES[case]
+    forward, backward = _impls(prefix)
+    rng = np.random.default_rng(seed)
+    args, make_backward_args = build(rng, T, B, H, dtype, masked)
+    move = (lambda a: device(a) if isinstance(a, np.ndarray) else a) if device else (lambda a: a)
+    to_numpy, long = backend.to_numpy, T > 16
+    expected = forward["reference"](*args)
+    _compare(forward["cuda"](*[move(a) for a in args]), expected, dtype, f"{case} forward", to_numpy, long)
+    bargs = make_backward_args(expected)  # the backward of both is fed the reference forward's outputs
+    expected_grads = backward["reference"](*bargs)
+    _compare(backward["cuda"](*[move(a) for a in bargs]), expected_grads, dtype, f"{case} backward", to_numpy, long)
+
+
+# ---- the plain process: import, registration, the simulator subprocess ------------------------------
+if not INNER:
+
+    def test_module_imports_without_gpu_and_registers_every_kernel():
+        from minirec.kernels import cuda, gpu_scan, kernel_names  # noqa: F401
+
+        names = kernel_names()
+        for prefix, _ in CASES.values():
+            for part in ("forward", "backward"):
+                assert "cuda" in names[f"{prefix}_{part}"], f"{prefix}_{part} has no cuda kernel"
+                assert "reference" in names[f"{prefix}_{part}"]
+
+    def test_corner_cases_fall_back_to_the_reference():
+        """T = 0 (and non-float dtypes) never reach a kernel: the wrappers hand them to the
+        reference loop, so this runs without a GPU or simulator."""
+        from minirec.kernels import cuda
+
+        x = np.zeros((0, 2, 9), np.float64)
+        h, c, f, r = cuda.sru_forward(x, x[:, :, :3], *(np.zeros(3),) * 4, np.zeros((2, 3)), None, None, 1.0)
+        assert h.shape == (0, 2, 3) and c.shape == (0, 2, 3)
+        h, gates = cuda.gru_forward(x, np.zeros((3, 9)), np.zeros((2, 3)), None)
+        assert h.shape == (0, 2, 3) and gates.shape == (0, 2, 9)
+
+    def test_simulator_suite():
+        """Run this file's ``test_sim_*`` tests under NUMBA_ENABLE_CUDASIM=1 in a subprocess."""
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", MINIREC_CUDASIM_INNER="1")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             os.path.abspath(__file__)],
+            env=env, cwd=root, capture_output=True, text=True, timeout=900,
+        )
+        elapsed = time.perf_counter() - start
+        report = proc.stdout[-6000:] + proc.stderr[-3000:]
+        assert proc.returncode == 0, f"simulator suite failed ({elapsed:.0f} s):\n{report}"
+        assert " passed" in proc.stdout, report
+        print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
+
+    # ---- compiled for a real GPU (sm_90 PTX), without one ------------------------------------------
+    # The simulator runs the kernels as Python, so it cannot see what Numba's CUDA compiler would
+    # reject (an unsupported builtin, a float64 constant leaking into float32 code, a per-thread
+    # array). Where libNVVM is installed (CUDA toolkit) the kernels are compiled to PTX for sm_90
+    # here: every launch of a workload compiles its kernel for the argument types instead of
+    # running it. The default set is a representative few in float32; MINIREC_SLOW=1 does all,
+    # in both precisions.
+    _PTX_DEFAULT = ["sru", "minlstm-log", "sgu"]  # fused columns; all three scans; shared-memory reduction
+
+    @pytest.fixture
+    def ptx_compiler(monkeypatch):
+        if backend.cuda_available():
+            pytest.skip("a real GPU is present: the cuda-marked tests run the kernels")
+        from minirec.kernels import gpu_scan
+
+        if gpu_scan.SIMULATOR:
+            pytest.skip("NUMBA_ENABLE_CUDASIM is set: no compiler in this process")
+        from numba import cuda as numba_cuda
+
+        try:
+            from numba.cuda import compiler as cuda_compiler
+            from numba.cuda import dispatcher as cuda_dispatcher
+            from numba.cuda.cudadrv import nvvm
+
+            nvvm.NVVM()
+        except Exception as error:  # no CUDA toolkit, or a numba-cuda without these internals
+            pytest.skip(f"libNVVM unavailable: {type(error).__name__}: {error}")
+        from minirec.kernels import cuda
+
+        class _Device:  # the device functions compile for the "current device": say it is an H100
+            compute_capability = (9, 0)
+
+        for module in (cuda_compiler, cuda_dispatcher):
+            monkeypatch.setattr(module, "get_current_device", lambda: _Device(), raising=True)
+        compiled = {}
+
+        def configure(kernel, grid, block):
+            def compile_for(*args):
+                import numba
+
+                signature = tuple(numba.typeof(a) for a in args)
+                key = (kernel.py_func.__name__, signature)
+                if key not in compiled:
+                    ptx, _ = numba_cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+                    single = any(getattr(a, "dtype", None) == np.float32 for a in args)
+                    body = ptx.split(".entry", 1)[1]
+                    compiled[key] = (single, body)
+            return compile_for
+
+        for module in (cuda, gpu_scan):
+            monkeypatch.setattr(module, "configure", configure)
+            monkeypatch.setattr(module, "device_args", lambda *args: args)
+        return compiled
+
+    def _ptx_cases():
+        if os.environ.get("MINIREC_SLOW") == "1":
+            return [(c, d) for d in (np.float32, np.float64) for c in CASES]
+        return [(c, np.float32) for c in _PTX_DEFAULT]
+
+    def test_kernels_compile_for_sm90(ptx_compiler):
+        import warnings
+
+        for case, dtype in _ptx_cases():
+            prefix, build = CASES[case]
+            forward, backward = _impls(prefix)
+            for masked in (False, True) if os.environ.get("MINIREC_SLOW") == "1" else (True,):
+                args, make_backward_args = build(np.random.default_rng(0), 5, 2, 3, dtype, masked)
+                with warnings.catch_warnings():  # nothing runs: the outputs are uninitialised
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    forward["cuda"](*args)
+                    backward["cuda"](*make_backward_args(forward["reference"](*args)))
+        assert ptx_compiler, "no kernel was launched"
+        for (name, signature), (single, body) in ptx_compiler.items():
+            assert "__local_depot" not in body, f"{name} {signature} uses local memory"
+            if single:
+                # one float64 kernel argument (SRU's alpha) may be converted once; no more
+                assert body.count(".f64") <= 4, f"{name} {signature} does float64 arithmetic"
+
+    # ---- real CUDA, CuPy arrays, realistic sizes -------------------------------------------------
+    gpu = pytest.mark.skipif(not backend.cuda_available(), reason="no usable GPU (CuPy + CUDA)")
+
+    @pytest.mark.cuda
+    @gpu
+    @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+    @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_cuda_kernel_matches_reference(case, dtype, masked):
+        cp = backend._cupy()
+        T, B, H = (37, 6, 70) if case in ("gru", "mgu", "sgu", "lstm", "atr") else (301, 16, 200)
+        _check_case(case, T, B, H, dtype, masked, device=cp.asarray)
+
+    @pytest.mark.cuda
+    @gpu
+    @pytest.mark.parametrize("T", [1, 31, 1000])
+    def test_cuda_linear_scans_match_reference(T):
+        from minirec.kernels import gpu_scan, scan
+
+        cp = backend._cupy()
+        rng = np.random.default_rng(T)
+        a = rng.uniform(0.5, 1.0, (T, 8, 130))
+        b = rng.standard_normal((T, 8, 130))
+        h0 = rng.uniform(0.5, 1.0, (8, 130))
+        g = rng.standard_normal((T, 8, 130))
+        ref = scan.linear_scan_sequential(a, b, h0)
+        for lanes in (None, 1, 32):
+            h = gpu_scan.linear_scan_cuda(cp.asarray(a), cp.asarray(b), cp.asarray(h0), lanes=lanes)
+            np.testing.assert_allclose(h.get(), ref, rtol=1e-10, atol=1e-12)
+            grads = gpu_scan.linear_scan_backward_cuda(cp.asarray(a), cp.asarray(ref), cp.asarray(h0),
+                                                       cp.asarray(g), lanes=lanes)
+            for got, want in zip(grads, scan.linear_scan_backward(a, ref, h0, g)):
+                np.testing.assert_allclose(got.get(), want, rtol=1e-10, atol=1e-12)
+            log_h = gpu_scan.linear_scan_log_cuda(cp.asarray(np.log(a)), cp.asarray(np.log(np.abs(b))),
+                                                  cp.asarray(np.log(h0)), lanes=lanes)
+            want = scan.linear_scan_log(np.log(a), np.log(np.abs(b)), np.log(h0))
+            np.testing.assert_allclose(log_h.get(), want, rtol=1e-9, atol=1e-9)
+
+    @pytest.mark.cuda
+    @gpu
+    def test_get_kernel_picks_cuda_for_cupy_arrays():
+        from minirec.kernels import cuda, get_kernel
+
+        cp = backend._cupy()
+        assert get_kernel("sru_forward", cp) is cuda.sru_forward
+        assert get_kernel("mingru_backward", cp) is cuda.mingru_backward
+
+
+# ---- inside the simulator subprocess -----------------------------------------------------------------
+if INNER:
+    SHAPES_F64 = [(1, 1, 3), (7, 2, 3)]  # T = 1 (no unrolled step); T = 7: one unrolled group of 4 + 3
+    SHAPES_F32 = [(7, 2, 3)]
+
+    @pytest.fixture(autouse=True)
+    def _small_launches(monkeypatch):
+        """Shrink the launch shapes: several blocks, idle threads and several time lanes even at
+        B·H = 6 (the simulator runs every thread as a Python thread)."""
+        from minirec.kernels import cuda, gpu_scan
+
+        assert gpu_scan.SIMULATOR, "the inner run must have NUMBA_ENABLE_CUDASIM=1"
+        monkeypatch.setattr(cuda, "COLUMN_THREADS", 4)
+        monkeypatch.setattr(cuda, "ROW_THREADS", 2)
+        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 2)
+        monkeypatch.setattr(gpu_scan, "BLOCK_THREADS", 16)
+
+    _params = [(s, np.float64) for s in SHAPES_F64] + [(s, np.float32) for s in SHAPES_F32]
+
+    @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+    @pytest.mark.parametrize("shape,dtype", _params, ids=[f"T{s[0]}B{s[1]}H{s[2]}-{d.__name__}" for s, d in _params])
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_sim_kernel_matches_reference(case, shape, dtype, masked):
+        _check_case(case, *shape, dtype, masked)
+
+    @pytest.mark.parametrize("T,lanes", [(1, 1), (1, 2), (5, 1), (5, 8), (5, None), (9, 2), (9, 4), (9, None)])
+    def test_sim_linear_scan_forward_backward_log(T, lanes):
+        """Every lane count, including lanes with fewer steps than the others or none (T = 5, 8
+        lanes), segments of ≥ 4 steps in both passes (T = 9, 2 lanes: the unrolled loops), plain
+        2-D and 3-D columns, with and without h0."""
+        from minirec.kernels import gpu_scan, scan
+
+        rng = np.random.default_rng(T * 10 + (lanes or 0))
+        for shape, with_h0 in (((T, 2, 3), True), ((T, 5), False)):
+            a = rng.uniform(0.2, 1.0, shape)
+            b = rng.standard_normal(shape)
+            h0 = rng.standard_normal(shape[1:]) if with_h0 else None
+            g = rng.standard_normal(shape)
+            ref = scan.linear_scan_sequential(a, b, h0)
+            _compare(gpu_scan.linear_scan_cuda(a, b, h0, lanes=lanes), ref, np.float64, "scan")
+            _compare(gpu_scan.linear_scan_backward_cuda(a, ref, h0, g, lanes=lanes),
+                     scan.linear_scan_backward(a, ref, h0, g), np.float64, "scan backward")
+            log_h0 = np.log(np.abs(h0)) if with_h0 else None
+            _compare(gpu_scan.linear_scan_log_cuda(np.log(a), np.log(np.abs(b)), log_h0, lanes=lanes),
+                     scan.linear_scan_log(np.log(a), np.log(np.abs(b)), log_h0), np.float64, "log scan")
+
+    @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+    @pytest.mark.parametrize("case", ["mingru-parallel-g", "minlstm-parallel", "mingru-log"])
+    def test_sim_parallel_modes_with_long_segments(case, masked, monkeypatch):
+        """T = 9 in 2 lanes of 5 and 4 steps: the unrolled loops of both passes of both directions."""
+        from minirec.kernels import gpu_scan
+
+        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 5)
+        assert gpu_scan.plan(9, 6, None)[2] == 2
+        _check_case(case, 9, 2, 3, np.float64, masked)
+
+    def test_sim_linear_scan_float32_and_registered_names():
+        from minirec.kernels import _KERNELS, gpu_scan, scan
+
+        rng = np.random.default_rng(1)
+        a = rng.uniform(0.2, 1.0, (6, 2, 3)).astype(np.float32)
+        b = rng.standard_normal((6, 2, 3)).astype(np.float32)
+        h0 = rng.standard_normal((2, 3)).astype(np.float32)
+        ref = scan.linear_scan_sequential(a, b, h0)
+        _compare(_KERNELS["linear_scan_forward"]["cuda"](a, b, h0), ref, np.float32, "scan f32")
+        _compare(_KERNELS["linear_scan_backward"]["cuda"](a, ref, h0, b),
+                 scan.linear_scan_backward(a, ref, h0, b), np.float32, "scan backward f32")
+        assert gpu_scan.plan(7, 6, None)[2] == 4  # ceil(7 / 2) steps → 4 lanes
+
+    def test_sim_reversed_mask_view_is_handled():
+        """The backward direction of a bidirectional layer passes mask[::-1] (negative strides)."""
+        rng = np.random.default_rng(2)
+        prefix, build = CASES["qrnn"]
+        forward, _ = _impls(prefix)
+        args, _ = build(rng, 5, 2, 3, np.float64, True)
+        args = (*args[:4], args[4][::-1])
+        _compare(forward["cuda"](*args), forward["reference"](*args), np.float64, "qrnn reversed mask")
