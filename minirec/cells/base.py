@@ -32,10 +32,14 @@ from minirec.nn.module import Module
 
 __all__ = [
     "Cell", "RecurrentLayer", "register", "get_cell", "cell_names", "mask_array", "blend",
-    "project_inputs", "check_weight_dtype", "HiddenMatrixRecurrence",
+    "project_inputs", "check_weight_dtype", "HiddenMatrixRecurrence", "NonFiniteError",
 ]
 
 _REGISTRY: dict[str, type] = {}
+
+
+class NonFiniteError(ValueError):
+    """An input holds NaN or inf (a diverging model shows up here first)."""
 
 
 def register(name: str):
@@ -176,7 +180,7 @@ class Cell(Module):
             raise TypeError(f"{self.name}: x must be floating point, got dtype {x.dtype}")
         xp = backend.get_xp(x.data)
         if x.size and not bool(xp.isfinite(x.data).all()):
-            raise ValueError(f"{self.name}: x contains NaN or inf")
+            raise NonFiniteError(f"{self.name}: x contains NaN or inf")
         if mask is not None:
             m = mask.data if isinstance(mask, Tensor) else mask
             if tuple(m.shape) != (T, B):

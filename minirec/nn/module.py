@@ -180,6 +180,9 @@ def save_npz_atomic(path, arrays: dict):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets ordinary file permissions
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

@@ -117,7 +117,7 @@ def clip_grad_norm(params, max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    total = math.sqrt(sum(float((g * g).sum(dtype="float64")) for g in grads))  # no float64 copy
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-6)
         for p in params:

@@ -1,0 +1,627 @@
+"""The training loop shared by PTB (language modelling) and SST (sentence classification).
+
+One run, `train(task, config)`:
+
+1. resolve the configuration (`presets`), or on ``resume`` take the checkpoint's;
+2. seed everything (`minirec.backend.manual_seed`, and the NumPy generator that shuffles SST),
+   load the data, build the model and the optimiser (the same seed gives the same numbers);
+3. per epoch: set the scheduled learning rate, train with a tqdm bar (loss, perplexity or
+   accuracy, tokens/s), evaluate on the validation split, keep the best model (``best.npz``),
+   write the checkpoint (``checkpoint.npz``) and ``results.json``;
+4. at the end, evaluate the test split with the best-validation model and draw ``curves.png``.
+
+Exact resumption. At the start of epoch e the dropout generators are re-seeded from
+(seed, e), and the SST shuffling generator's state is saved with the epoch: a run resumed from
+an end-of-epoch checkpoint repeats exactly what the uninterrupted run would have done. A
+checkpoint taken mid-epoch (Ctrl-C) also stores the batch position, the NumPy dropout
+generator's state, the carried hidden state (PTB) and the epoch's running sums, so it resumes
+exactly too on the CPU (CuPy's generator state is not saved: a GPU run resumed mid-epoch draws
+different dropout masks for the rest of that epoch).
+
+Stopping. The first Ctrl-C (SIGINT, when running in the main thread) lets the current batch
+finish, then saves a checkpoint and returns with status "interrupted"; a second one aborts at
+once (the last complete batch is still saved unless the optimiser step was under way). A loss
+or gradient norm that is NaN or inf stops the run (status "diverged") with a message naming the
+epoch and batch; the last good checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from minirec import backend
+from minirec.autograd import ops
+from minirec.autograd.function import no_grad
+from minirec.nn import SGD, Adam, clip_grad_norm
+
+from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state, write_json_atomic
+from .presets import learning_rate, resolve_config, resume_config
+
+__all__ = ["train", "train_ptb", "train_sst", "machine_info", "TrainingError", "CHECKPOINT", "BEST", "RESULTS",
+           "CURVES"]
+
+CHECKPOINT, BEST, RESULTS, CURVES = "checkpoint.npz", "best.npz", "results.json", "curves.png"
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start: an existing checkpoint in the way, nothing to resume, no GPU…"""
+
+
+class _Diverged(Exception):
+    pass
+
+
+# ---- the two tasks ------------------------------------------------------------------------------
+class _PTB:
+    """Word-level language modelling: windows of ``bptt`` steps, the state carried across them."""
+
+    metric, higher_is_better = "ppl", False
+
+    def __init__(self, config):
+        from minirec.data import batchify, load_ptb
+        from minirec.models import LanguageModel
+
+        self.config = config
+        corpus = load_ptb(config["data_dir"])
+        self.vocab_size = len(corpus.vocab)
+        eval_batch = config["eval_batch_size"] or config["batch_size"]
+        self.train_data = batchify(corpus.train, config["batch_size"])
+        self.eval_data = {"valid": batchify(corpus.valid, eval_batch), "test": batchify(corpus.test, eval_batch)}
+        self.model = LanguageModel(
+            self.vocab_size, cell=config["cell"], embedding_size=config["embedding"], hidden_size=config["hidden"],
+            num_layers=config["layers"], dropout=config["dropout"], tie_weights=config["tie_weights"],
+            init_range=config["init_range"], **config["cell_options"],
+        )
+
+    def n_train_batches(self):
+        from minirec.data import n_windows
+
+        n = n_windows(self.train_data, self.config["bptt"])
+        return min(n, self.config["max_batches"] or n)
+
+    def train_batches(self, skip):
+        from minirec.data import bptt_batches
+
+        return islice(bptt_batches(self.train_data, self.config["bptt"]), skip, self.n_train_batches())
+
+    def step(self, batch, carry):
+        inputs, targets = batch
+        loss, new_carry = self.model.loss(inputs, targets, carry)
+        return loss, self.model.detach_state(new_carry), {"count": inputs.size, "tokens": inputs.size}
+
+    def evaluate(self, split):
+        from minirec.data import bptt_batches
+
+        cap = self.config["max_eval_batches"] or self.config["max_batches"]
+        total, count, state = 0.0, 0, None
+        self.model.eval()
+        try:
+            with no_grad():
+                for inputs, targets in islice(bptt_batches(self.eval_data[split], self.config["bptt"]), cap):
+                    loss, state = self.model.loss(inputs, targets, state)
+                    total += float(loss.item()) * inputs.size
+                    count += inputs.size
+        finally:
+            self.model.train()
+        return self.summary(total, count, 0)
+
+    @staticmethod
+    def summary(loss_sum, count, correct):
+        loss = loss_sum / max(count, 1)
+        return {"loss": loss, "ppl": _safe_exp(loss)}
+
+
+class _SST:
+    """Sentence classification over padded, length-bucketed batches (shuffled with a seeded
+    NumPy generator, whose state is checkpointed)."""
+
+    metric, higher_is_better = "acc", True
+
+    def __init__(self, config):
+        from minirec.data import load_sst
+        from minirec.models import HierarchicalClassifier, SentenceClassifier
+
+        self.config = config
+        self.corpus = load_sst(config["sst_kind"], config["data_dir"])
+        self.vocab_size = len(self.corpus.vocab)
+        self.data_rng = np.random.default_rng(config["seed"])
+        common = dict(embedding_size=config["embedding"], hidden_size=config["hidden"], dropout=config["dropout"],
+                      pooling=config["pooling"], init_range=config["init_range"])
+        if config.get("levels"):
+            self.model = HierarchicalClassifier(
+                self.vocab_size, self.corpus.num_classes, levels=config["levels"], chunk_size=config["chunk_size"],
+                **common,
+            )
+        else:
+            self.model = SentenceClassifier(
+                self.vocab_size, self.corpus.num_classes, cell=config["cell"], num_layers=config["layers"],
+                bidirectional=config["bidirectional"], **common, **config["cell_options"],
+            )
+
+    def n_train_batches(self):
+        from minirec.data import SSTBatches
+
+        n = len(SSTBatches(self.corpus.train, self.config["batch_size"]))
+        return min(n, self.config["max_batches"] or n)
+
+    def train_batches(self, skip):
+        from minirec.data import bucket_batches
+
+        batches = bucket_batches(self.corpus.train, self.config["batch_size"], shuffle=True, rng=self.data_rng)
+        return islice(batches, skip, self.n_train_batches())
+
+    def _forward(self, batch):
+        logits = self.model(batch.tokens, batch.mask)
+        labels = backend.to_device(batch.labels, self.model.device)
+        loss = ops.cross_entropy(logits, labels)
+        correct = int((logits.data.argmax(axis=-1) == labels).sum())
+        return loss, correct
+
+    def step(self, batch, carry):
+        loss, correct = self._forward(batch)
+        return loss, None, {"count": len(batch.labels), "tokens": int(batch.lengths.sum()), "correct": correct}
+
+    def evaluate(self, split):
+        from minirec.data import bucket_batches
+
+        examples = self.corpus.dev if split == "valid" else self.corpus.test
+        cap = self.config["max_eval_batches"] or self.config["max_batches"]
+        eval_batch = self.config["eval_batch_size"] or self.config["batch_size"]
+        total, count, correct = 0.0, 0, 0
+        self.model.eval()
+        try:
+            with no_grad():
+                for batch in islice(bucket_batches(examples, eval_batch, shuffle=False), cap):
+                    loss, right = self._forward(batch)
+                    total += float(loss.item()) * len(batch.labels)
+                    count += len(batch.labels)
+                    correct += right
+        finally:
+            self.model.train()
+        return self.summary(total, count, correct)
+
+    @staticmethod
+    def summary(loss_sum, count, correct):
+        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1)}
+
+
+_TASKS = {"ptb": _PTB, "sst": _SST}
+
+
+def _safe_exp(x):
+    return math.exp(x) if x < 700 else math.inf
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def machine_info(device: str = "cpu") -> dict:
+    """Where a run happened: platform, Python and library versions, CPU count, device."""
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "device": device,
+    }
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+    except Exception:  # numba is optional at run time
+        info["numba"] = None
+    if device == "gpu":
+        cupy = backend._cupy()
+        info["cupy"] = getattr(cupy, "__version__", None)
+        with contextlib.suppress(Exception):
+            name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+            info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+    return info
+
+
+def _model_label(config) -> str:
+    levels = config.get("levels")
+    return "hierarchical " + "/".join(levels) if levels else config["cell"]
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The dropout seed of an epoch: a function of (seed, epoch) only."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def _make_optimizer(config, params):
+    if config["optimizer"] == "adam":
+        return Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+    return SGD(params, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def _grad_norm(params) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    return math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+
+
+def _log(config, message):
+    if config.get("verbose", True):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _progress_bar(config, total, epoch):
+    from tqdm.auto import tqdm
+
+    progress = config.get("progress")
+    disable = None if progress is None else not progress  # None: only on a terminal
+    return tqdm(total=total, desc=f"epoch {epoch}/{config['epochs']}", unit="batch", disable=disable,
+                leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+class _SigintDeferred:
+    """Within the block, the first SIGINT sets ``requested`` (the loop stops at the next batch
+    boundary); a second raises KeyboardInterrupt at once. Off the main thread, Ctrl-C cannot be
+    caught here and arrives as KeyboardInterrupt, which the loop also handles."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nminirec: interrupt received; stopping at the end of this batch (Ctrl-C again to abort now)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError):
+                self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ---- the run ------------------------------------------------------------------------------------
+class _Run:
+    def __init__(self, task, config, on_batch=None):
+        self.task_name = task
+        self.on_batch = on_batch
+        given = config
+        resolved = resolve_config(task, given)
+        self.out = Path(resolved["out"]) if resolved["out"] else None
+        checkpoint = None
+        if resolved["resume"]:
+            if self.out is None:
+                raise TrainingError("resume needs the run's directory: pass out=DIR (--out DIR)")
+            if not (self.out / CHECKPOINT).is_file():
+                raise TrainingError(f"nothing to resume: no {CHECKPOINT} in {self.out}")
+            checkpoint = load_checkpoint(self.out / CHECKPOINT)
+            stored = checkpoint.meta["config"]
+            if stored.get("task") != task:
+                raise TrainingError(f"{self.out / CHECKPOINT} is a {stored.get('task')} checkpoint, not {task}")
+            resolved, notes = resume_config(stored, given)
+            for note in notes:
+                _log(resolved, f"minirec: {note}")
+        elif self.out is not None and (self.out / CHECKPOINT).exists():
+            raise TrainingError(
+                f"{self.out} already holds a checkpoint ({CHECKPOINT}); pass --resume (resume=True) to continue "
+                "it, or choose another --out"
+            )
+        self.config = config = resolved
+        if config["device"] == "gpu" and not backend.cuda_available():
+            raise TrainingError("device 'gpu' requested but CUDA is not usable here (no CuPy or no GPU)")
+
+        backend.manual_seed(config["seed"])
+        self.task = _TASKS[task](config)
+        self.model = self.task.model.to(config["device"])
+        self.params = self.model.parameters()
+        self.optimizer = _make_optimizer(config, self.params)
+        self.parameter_count = self.model.count_parameters()
+
+        # Progress: completed epochs, and within the current one.
+        self.epochs_done = 0
+        self.batches_done = 0
+        self.in_epoch = False  # between an epoch's first batch and its record in the history
+        self.sums = self._zero_sums()
+        self.carry = None
+        self.train_time = 0.0
+        self.history = []
+        self.best = None  # {"epoch", metric, "loss"}
+        self.best_state = None  # in-memory best weights when there is no out directory
+        self.total_time = 0.0
+        self.epoch_data_state = None  # the SST shuffling generator at the start of the current epoch
+        self.dropout_state = None  # numpy dropout generator after the last complete batch
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # ---- state ---------------------------------------------------------------------------------
+    @staticmethod
+    def _zero_sums():
+        return {"loss": 0.0, "count": 0, "correct": 0, "tokens": 0}
+
+    def _data_rng(self):
+        return getattr(self.task, "data_rng", None)
+
+    def _meta(self) -> dict:
+        mid_epoch = self.in_epoch
+        meta = {
+            "task": self.task_name,
+            "config": self.config,
+            "epochs_done": self.epochs_done,
+            "in_epoch": mid_epoch,
+            "batches_done": self.batches_done if mid_epoch else 0,
+            "history": self.history,
+            "best": self.best,
+            "total_time_s": self.total_time,
+            "vocab_size": self.task.vocab_size,
+            "parameters": self.parameter_count,
+        }
+        data_rng = self._data_rng()
+        if data_rng is not None:
+            # mid-epoch: the state the epoch started from (its batch order is redrawn, then skipped)
+            meta["data_rng"] = self.epoch_data_state if mid_epoch else data_rng.bit_generator.state
+        if mid_epoch:
+            meta["sums"] = self.sums
+            meta["train_time_s"] = self.train_time
+            meta["dropout_rng"] = self.dropout_state
+        return meta
+
+    def _save_checkpoint(self):
+        """Write checkpoint.npz: at an epoch's end, or mid-epoch (``in_epoch``) with the position."""
+        if self.out is None:
+            return None
+        extra = {}
+        meta = self._meta()
+        if self.in_epoch and self.carry is not None:
+            structure, extra = flatten_state(self.carry)
+            meta["carry"] = structure
+        return save_checkpoint(self.out / CHECKPOINT, self.model.state_dict(), self.optimizer.state_dict(), meta,
+                               extra)
+
+    def _restore(self, checkpoint):
+        meta = checkpoint.meta
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.epochs_done = int(meta["epochs_done"])
+        self.in_epoch = bool(meta.get("in_epoch", False))
+        self.batches_done = int(meta.get("batches_done", 0))
+        self.history = list(meta.get("history", []))
+        self.best = meta.get("best")
+        self.total_time = float(meta.get("total_time_s", 0.0))
+        if meta.get("data_rng") is not None:
+            self.task.data_rng.bit_generator.state = meta["data_rng"]
+        if self.in_epoch:
+            self.sums = dict(meta["sums"])
+            self.train_time = float(meta.get("train_time_s", 0.0))
+            self.dropout_state = meta.get("dropout_rng")
+            if meta.get("carry") is not None:
+                self.carry = unflatten_state(meta["carry"], checkpoint.extra, self.config["device"])
+        if self.best is not None and self.out is not None and not (self.out / BEST).is_file():
+            self.best = None  # the best model's file is gone: start the comparison afresh
+        _log(self.config, f"minirec: resuming {self.out / CHECKPOINT} at epoch {self.epochs_done + 1}"
+             + (f", batch {self.batches_done + 1}" if self.in_epoch else ""))
+
+    def _parameters_finite(self) -> bool:
+        return all(bool(backend.get_xp(p.data).isfinite(p.data).all()) for p in self.params)
+
+    def _is_better(self, metrics) -> bool:
+        if self.best is None:
+            return True
+        key = self.task.metric
+        if self.task.higher_is_better:
+            return metrics[key] > self.best[key] or (metrics[key] == self.best[key]
+                                                     and metrics["loss"] < self.best["loss"])
+        return metrics[key] < self.best[key]
+
+    def _save_best(self, epoch, metrics):
+        self.best = {"epoch": epoch, "loss": metrics["loss"], self.task.metric: metrics[self.task.metric]}
+        if self.out is None:
+            self.best_state = self.model.state_dict()
+        else:
+            save_checkpoint(self.out / BEST, self.model.state_dict(), meta={"best": self.best, "config": self.config})
+
+    def _load_best(self) -> bool:
+        if self.out is not None and (self.out / BEST).is_file():
+            self.model.load_state_dict(load_checkpoint(self.out / BEST).model)
+            return True
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            return True
+        return False
+
+    # ---- results -------------------------------------------------------------------------------
+    def results(self, status, message=None, test=None) -> dict:
+        return {
+            "task": self.task_name,
+            "status": status,
+            "message": message,
+            "config": self.config,
+            "epochs": self.history,
+            "best_epoch": None if self.best is None else self.best["epoch"],
+            "best_valid": self.best,
+            "test": test,
+            "parameters": self.parameter_count,
+            "vocab_size": self.task.vocab_size,
+            "time_s": self.total_time,
+            "machine": machine_info(self.config["device"]),
+            "out": None if self.out is None else str(self.out),
+        }
+
+    def _write_results(self, results, plot: bool):
+        if self.out is None:
+            return
+        write_json_atomic(self.out / RESULTS, results)
+        if plot:
+            from .plots import plot_curves
+
+            plot_curves(self.history, self.out / CURVES, title=f"{self.task_name} · {_model_label(self.config)}")
+
+    # ---- training ------------------------------------------------------------------------------
+    def _train_epoch(self, epoch):
+        config, task = self.config, self.task
+        self.optimizer.lr = learning_rate(config, epoch)
+        self.model.train()
+        resuming = self.in_epoch
+        backend.manual_seed(_epoch_seed(config["seed"], epoch))
+        if not resuming:
+            self.sums, self.carry, self.train_time = self._zero_sums(), None, 0.0
+        elif self.dropout_state is not None:
+            backend.rng(np).bit_generator.state = self.dropout_state
+        # (a resumed SST run had its shuffling generator set back to this epoch's start by _restore)
+        data_rng = self._data_rng()
+        self.epoch_data_state = None if data_rng is None else data_rng.bit_generator.state
+        self.in_epoch = True
+        batches = task.train_batches(self.batches_done)
+        total = task.n_train_batches()
+        clip = config["clip"]
+        bar = _progress_bar(config, total, epoch)
+        bar.update(self.batches_done)
+        try:
+            start = time.perf_counter()
+            for batch in batches:
+                index = self.batches_done + 1
+                try:
+                    loss, carry, stats = task.step(batch, self.carry)
+                except ValueError as error:  # a cell refuses NaN/inf inputs (overflowed activations)
+                    if "NaN" not in str(error) and self._parameters_finite():
+                        raise
+                    raise _Diverged(f"non-finite values in the forward pass at epoch {epoch}, batch {index} "
+                                    f"({error})") from error
+                loss_value = float(loss.item())
+                if not math.isfinite(loss_value):
+                    raise _Diverged(f"non-finite loss ({loss_value}) at epoch {epoch}, batch {index}")
+                self.optimizer.zero_grad()
+                loss.backward()
+                norm = clip_grad_norm(self.params, clip) if clip else _grad_norm(self.params)
+                if not math.isfinite(norm):
+                    raise _Diverged(f"non-finite gradient norm ({norm}) at epoch {epoch}, batch {index}")
+                self._in_step = True
+                self.optimizer.step()
+                self._in_step = False
+                self.carry = carry
+                self.batches_done = index
+                sums = self.sums
+                sums["loss"] += loss_value * stats["count"]
+                sums["count"] += stats["count"]
+                sums["correct"] += stats.get("correct", 0)
+                sums["tokens"] += stats["tokens"]
+                self.dropout_state = backend.rng(np).bit_generator.state
+                now = time.perf_counter()
+                self.train_time += now - start
+                start = now
+                if not bar.disable:
+                    shown = task.summary(sums["loss"], sums["count"], sums["correct"])
+                    bar.set_postfix({
+                        "loss": f"{shown['loss']:.3f}",
+                        task.metric: f"{shown[task.metric]:.4g}",
+                        "tok/s": f"{sums['tokens'] / max(self.train_time, 1e-9):.0f}",
+                    }, refresh=False)
+                    bar.update(1)
+                if self.on_batch is not None:
+                    self.on_batch(epoch, index, loss_value)
+                if self.sigint.requested:
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
+
+    def run(self) -> dict:
+        config, task = self.config, self.task
+        self._in_step = False
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+        _log(config, f"minirec: training {self.task_name} with {_model_label(config)} "
+             f"({self.parameter_count:,} parameters) on {config['device']}")
+        run_start = time.perf_counter()
+        time_before = self.total_time
+        epoch = self.epochs_done + 1
+        with _SigintDeferred() as self.sigint:
+            try:
+                for epoch in range(self.epochs_done + 1, config["epochs"] + 1):
+                    self._train_epoch(epoch)
+                    if not self._parameters_finite():
+                        raise _Diverged(f"non-finite parameters after the last batch of epoch {epoch}")
+                    valid = task.evaluate("valid")
+                    train = task.summary(self.sums["loss"], self.sums["count"], self.sums["correct"])
+                    record = {"epoch": epoch, "lr": self.optimizer.lr}
+                    record.update({f"train_{k}": v for k, v in train.items()})
+                    record.update({f"valid_{k}": v for k, v in valid.items()})
+                    record["train_time_s"] = self.train_time
+                    record["tokens_per_s"] = self.sums["tokens"] / max(self.train_time, 1e-9)
+                    record["batches"] = self.batches_done
+                    self.history.append(record)
+                    self.epochs_done, self.batches_done, self.in_epoch = epoch, 0, False
+                    if self._is_better(valid):
+                        self._save_best(epoch, valid)
+                    self.total_time = time_before + time.perf_counter() - run_start
+                    self._save_checkpoint()
+                    self._write_results(self.results("running"), plot=False)
+                    metric = task.metric
+                    _log(config, f"epoch {epoch:3d} | lr {record['lr']:.4g} | train {metric} "
+                         f"{record[f'train_{metric}']:.4g} | valid {metric} {record[f'valid_{metric}']:.4g} | "
+                         f"{record['tokens_per_s']:.0f} tok/s | {self.train_time:.1f} s")
+                    if self.sigint.requested:  # Ctrl-C during the evaluation: stop here, all saved
+                        raise KeyboardInterrupt
+                test = None
+                if self._load_best():
+                    test = task.evaluate("test")
+                    _log(config, f"test {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
+                self.total_time = time_before + time.perf_counter() - run_start
+                results = self.results("completed", test=test)
+            except _Diverged as error:
+                where = (f"the last good checkpoint ({self.out / CHECKPOINT}) is kept"
+                         if self.out is not None and (self.out / CHECKPOINT).is_file() else "no checkpoint was written")
+                message = f"{error}: stopping; {where}"
+                print(f"minirec: {message}", file=sys.stderr, flush=True)
+                self.total_time = time_before + time.perf_counter() - run_start
+                results = self.results("diverged", message)
+            except KeyboardInterrupt:
+                self.total_time = time_before + time.perf_counter() - run_start
+                message = self._on_interrupt(epoch)
+                print(f"minirec: {message}", file=sys.stderr, flush=True)
+                results = self.results("interrupted", message)
+        self._write_results(results, plot=True)
+        return results
+
+    def _on_interrupt(self, epoch) -> str:
+        if self.out is None:
+            return f"interrupted in epoch {epoch}; nothing saved (no --out directory)"
+        if self._in_step:
+            return (f"interrupted during an optimiser step in epoch {epoch}; the previous checkpoint "
+                    f"({self.out / CHECKPOINT}) is kept")
+        path = self._save_checkpoint()
+        if not self.in_epoch:
+            return f"interrupted after epoch {self.epochs_done}; checkpoint saved to {path} (continue with --resume)"
+        return (f"interrupted in epoch {epoch} after batch {self.batches_done}; checkpoint saved to {path} "
+                f"(continue with --resume)")
+
+
+def train(task: str, config=None, *, on_batch=None, **overrides) -> dict:
+    """Train on ``task`` ("ptb" or "sst") and return the results dict (also written to
+    ``out/results.json`` when ``out`` is set). ``config`` is a dict (or argparse Namespace) of
+    configuration keys, ``overrides`` more of them. ``on_batch(epoch, batch, loss)`` is called
+    after every training batch (for tests and monitoring)."""
+    given = {} if config is None else dict(config if isinstance(config, dict) else vars(config))
+    given.update(overrides)
+    return _Run(task, given, on_batch=on_batch).run()
+
+
+def train_ptb(config=None, *, on_batch=None, **overrides) -> dict:
+    """Train a language model on PTB (see `train`); the defaults are Zaremba's small model."""
+    return train("ptb", config, on_batch=on_batch, **overrides)
+
+
+def train_sst(config=None, *, on_batch=None, **overrides) -> dict:
+    """Train a sentence classifier on SST (see `train`); the defaults are the ``sst`` preset."""
+    return train("sst", config, on_batch=on_batch, **overrides)

@@ -1,0 +1,184 @@
+"""Training configurations: the defaults of each task, the published presets, and how a run's
+configuration is put together.
+
+A configuration is a plain dict (it goes into checkpoints and results.json as JSON). Its value
+for a key comes from, in increasing priority: the task's defaults, the ``preset``, then what the
+caller gave (command-line options or the dict passed to `train_ptb` / `train_sst`). A key given
+as None counts as not given.
+
+Learning-rate schedule: ``lr · lr_decay ** max(epoch − decay_after, 0)`` for epochs 1, 2, …
+(Zaremba's small model: lr 1 for 4 epochs, then halved each epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+
+__all__ = ["TASKS", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "resolve_config", "resume_config", "learning_rate"]
+
+TASKS = ("ptb", "sst")
+
+_COMMON = {
+    "cell": "lstm",
+    "cell_options": {},
+    "layers": 2,
+    "hidden": 200,
+    "embedding": 200,
+    "dropout": 0.0,
+    "bidirectional": False,
+    "epochs": 13,
+    "batch_size": 20,
+    "eval_batch_size": None,  # None: batch_size
+    "lr": 1.0,
+    "lr_decay": 1.0,
+    "decay_after": 0,
+    "clip": 5.0,  # global gradient-norm clip; 0 or None: no clipping
+    "optimizer": "sgd",
+    "weight_decay": 0.0,
+    "init_range": None,  # None (or 0): each layer's own init; R > 0: every parameter from U(±R)
+    "device": "cpu",
+    "seed": 0,
+    "data_dir": None,
+    "out": None,  # None: nothing is written (the best model is kept in memory)
+    "resume": False,
+    "max_batches": None,  # cap on training batches per epoch (smoke tests, quick mode)
+    "max_eval_batches": None,  # cap on evaluation batches; None: max_batches
+    "preset": None,
+    "progress": None,  # tqdm bar: None = only when stderr is a terminal
+    "verbose": True,  # one summary line per epoch on stderr
+}
+
+#: The defaults of each task: PTB as Zaremba's small model, SST as the ``sst`` preset.
+DEFAULTS = {
+    "ptb": {
+        **_COMMON,
+        "task": "ptb",
+        "bptt": 35,
+        "tie_weights": False,
+        "init_range": 0.1,
+        "lr_decay": 0.5,
+        "decay_after": 4,
+    },
+    "sst": {
+        **_COMMON,
+        "task": "sst",
+        "sst_kind": "binary",
+        "embedding": 300,
+        "hidden": 150,
+        "bidirectional": True,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "dropout": 0.5,
+        "batch_size": 32,
+        "epochs": 10,
+        "pooling": "max",
+        "levels": None,  # e.g. ["fofe", "sgu", "gru"]: a HierarchicalClassifier instead
+        "chunk_size": 8,
+    },
+}
+
+PRESETS = {
+    "ptb": {
+        # Zaremba, Sutskever & Vinyals 2014, "small": 2 x 200, no dropout, test ppl 114.5 (LSTM).
+        "small": {
+            "layers": 2, "hidden": 200, "embedding": 200, "bptt": 35, "batch_size": 20,
+            "optimizer": "sgd", "lr": 1.0, "clip": 5.0, "init_range": 0.1, "lr_decay": 0.5,
+            "decay_after": 4, "epochs": 13, "dropout": 0.0,
+        },
+        # "medium": 2 x 650, dropout 0.5 on non-recurrent connections, test ppl 82.7 (LSTM).
+        "medium": {
+            "layers": 2, "hidden": 650, "embedding": 650, "bptt": 35, "batch_size": 20,
+            "optimizer": "sgd", "lr": 1.0, "clip": 5.0, "init_range": 0.05, "lr_decay": 1 / 1.2,
+            "decay_after": 6, "epochs": 39, "dropout": 0.5,
+        },
+    },
+    "sst": {
+        # Random 300-d embeddings, 2-layer bidirectional RNN of 150 per direction, max pooling.
+        "sst": {
+            "embedding": 300, "layers": 2, "hidden": 150, "bidirectional": True, "optimizer": "adam",
+            "lr": 1e-3, "dropout": 0.5, "batch_size": 32, "epochs": 10, "pooling": "max", "clip": 5.0,
+        },
+    },
+}
+PRESETS["sst"]["default"] = PRESETS["sst"]["sst"]
+
+#: Keys a resumed run may change; every other key keeps the checkpoint's value.
+RUNTIME_KEYS = ("epochs", "device", "data_dir", "out", "resume", "progress", "verbose")
+
+
+def _given(config) -> dict:
+    """The keys a caller set: a dict, an argparse Namespace or None; None values dropped."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        config = vars(config)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def resolve_config(task: str, config=None) -> dict:
+    """The full configuration of a run of ``task`` from what the caller gave (see the module
+    docstring). Unknown keys and unknown presets are errors that list the known ones."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+    given = _given(config)
+    given.pop("task", None)
+    unknown = sorted(set(given) - set(DEFAULTS[task]))
+    if unknown:
+        raise ValueError(f"unknown configuration keys for {task}: {unknown}; known: {sorted(DEFAULTS[task])}")
+    resolved = copy.deepcopy(DEFAULTS[task])
+    preset = given.get("preset")
+    if preset is not None:
+        if preset not in PRESETS[task]:
+            raise ValueError(f"unknown preset {preset!r} for {task}; known presets: {sorted(PRESETS[task])}")
+        resolved.update(copy.deepcopy(PRESETS[task][preset]))
+    resolved.update(copy.deepcopy(given))
+    if resolved.get("init_range") is not None and float(resolved["init_range"]) <= 0:
+        resolved["init_range"] = None  # 0: keep each layer's own initialisation
+    if isinstance(resolved.get("levels"), str):
+        resolved["levels"] = [c.strip() for c in resolved["levels"].split(",") if c.strip()]
+    _validate(resolved)
+    return resolved
+
+
+def resume_config(stored: dict, config=None) -> tuple[dict, list[str]]:
+    """The configuration of a resumed run: the checkpoint's, with the runtime keys the caller
+    gave (`RUNTIME_KEYS`). Returns it and a note for each other key given with a different value
+    (those are ignored: the checkpoint was trained with its own)."""
+    given = _given(config)
+    merged = copy.deepcopy(stored)
+    notes = []
+    for key, value in given.items():
+        if key in RUNTIME_KEYS:
+            merged[key] = value
+        elif key in stored and stored[key] != value and key != "task":
+            notes.append(f"{key}={value!r} ignored on resume: the checkpoint was trained with {stored[key]!r}")
+    merged["resume"] = True
+    return merged, notes
+
+
+def learning_rate(config: dict, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based) under the configuration's schedule."""
+    decay = config.get("lr_decay") or 1.0
+    return float(config["lr"]) * float(decay) ** max(epoch - int(config.get("decay_after") or 0), 0)
+
+
+def _validate(config: dict) -> None:
+    positive = ("layers", "hidden", "embedding", "epochs", "batch_size")
+    for key in positive:
+        if int(config[key]) < 1:
+            raise ValueError(f"{key} must be at least 1, got {config[key]}")
+    for key in ("bptt", "chunk_size", "eval_batch_size", "max_batches", "max_eval_batches"):
+        if config.get(key) is not None and int(config[key]) < 1:
+            raise ValueError(f"{key} must be at least 1, got {config[key]}")
+    if not 0 <= float(config["dropout"]) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {config['dropout']}")
+    if config["optimizer"] not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config['optimizer']!r}")
+    if float(config["lr"]) <= 0:
+        raise ValueError(f"lr must be > 0, got {config['lr']}")
+    if config["device"] not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {config['device']!r}")
+    if config["task"] == "sst" and config["pooling"] not in ("last", "max"):
+        raise ValueError(f"pooling must be 'last' or 'max', got {config['pooling']!r}")
+    if not isinstance(config.get("cell_options"), dict):
+        raise ValueError(f"cell_options must be a dict, got {config.get('cell_options')!r}")
