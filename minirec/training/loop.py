@@ -98,7 +98,10 @@ class _PTB:
     def step(self, batch, carry):
         inputs, targets = batch
         loss, new_carry = self.model.loss(inputs, targets, carry)
-        return loss, self.model.detach_state(new_carry), {"count": inputs.size, "tokens": inputs.size}
+        # Zaremba et al. (and the TensorFlow PTB model) take the gradient of the loss summed over the
+        # bptt time steps and averaged over the batch; lr 1 and clip 5 of the presets assume that scale.
+        stats = {"count": inputs.size, "tokens": inputs.size, "grad_scale": inputs.shape[0]}
+        return loss, self.model.detach_state(new_carry), stats
 
     def evaluate(self, split):
         from minirec.data import bptt_batches
@@ -503,7 +506,7 @@ class _Run:
                 if not math.isfinite(loss_value):
                     raise _Diverged(f"non-finite loss ({loss_value}) at epoch {epoch}, batch {index}")
                 self.optimizer.zero_grad()
-                loss.backward()
+                (loss * float(stats.get("grad_scale", 1))).backward()
                 norm = clip_grad_norm(self.params, clip) if clip else _grad_norm(self.params)
                 if not math.isfinite(norm):
                     raise _Diverged(f"non-finite gradient norm ({norm}) at epoch {epoch}, batch {index}")
