@@ -3,8 +3,8 @@
 Every ``cpu`` kernel is held to its ``reference`` on random inputs, forward and backward (the
 backward of both fed the reference forward's saved arrays), in float32 (rtol 1e-5) and float64
 (1e-12), with and without mask and with a random or zero initial state, for odd sizes: T = 1,
-B = 1, H not a multiple of the SIMD width, T = 0, and sizes large enough to be split across
-threads. numba compiles each kernel on first use (cached on disk afterwards).
+B = 1, H not a multiple of the SIMD width, T = 0, B = 0, and sizes large enough to be split
+across threads. numba compiles each kernel on first use (cached on disk afterwards).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from minirec.kernels import get_kernel, kernel_names  # noqa: E402
 from minirec.kernels.cpu import _common  # noqa: E402
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
-# (T, B, H): one step of one sequence; odd H; empty time axis; and for the kernels that run on
+# (T, B, H): one step of one sequence; odd H; empty time axis; empty batch; and for the kernels that run on
 # threads (the elementwise ones) a size they split, a row cut into channel ranges.
-SIZES = [(1, 1, 5), (6, 3, 37), (0, 2, 3)]
+SIZES = [(1, 1, 5), (6, 3, 37), (0, 2, 3), (3, 0, 4)]
 SPLIT_SIZE = (40, 1, 450)
 CPU_KERNELS = sorted(
     f"{name}_{part}"

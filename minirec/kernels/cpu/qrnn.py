@@ -1,10 +1,10 @@
 """QRNN's fo-pooling on the CPU: numba kernels for `minirec.kernels.qrnn`.
 
 Same signatures, outputs and padding rule as the reference loops (equations and derivation in
-that module). Forward: one pass over time applies the gate nonlinearities, the
-pooling c_t = f_t c_{t−1} + (1 − f_t) z_t and the output h_t together. Backward: one reverse
-pass computes δ_t and every gradient of step t, and accumulates the column sums
-behind ∂b (summed over the batch afterwards).
+that module). Forward: one pass over time applies the gate nonlinearities, the pooling
+c_t = f_t c_{t−1} + (1 − f_t) z_t and the output h_t together. Backward: one reverse pass
+computes δ_t and every gradient of step t, and accumulates the column sums behind ∂b (summed
+over the batch afterwards).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _forward_tile(b0, b1, j0, j1, U, bias, c0, skip, skip_at, has_skip, mask, ha
 
 @kernel_jit
 def _backward_tile(b0, b1, j0, j1, grad_h, grad_c_last, c0, skip, skip_at, has_skip, c, z, f, o, mask, has_mask,
-                   grad_U3, grad_skip, sums, ns_per_element=3):
+                   grad_U3, grad_skip, sums):
     T, H = c.shape[0], c0.shape[1]
     one, zero = typed(1, c0), typed(0, c0)
     lo, hi = np.uint64(j0), np.uint64(j1)  # unsigned channel indices (see _common)
