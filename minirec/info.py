@@ -23,6 +23,9 @@ def collect() -> dict:
     import minirec
     from minirec import cells, kernels  # noqa: F401 - importing registers cells and kernels
 
+    kernels.load_kind("cpu")  # fast kernels load lazily: load them to say which are usable
+    if backend.cuda_available():
+        kernels.load_kind("cuda")
     return {
         "minirec": minirec.__version__,
         "python": platform.python_version(),
