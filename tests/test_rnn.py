@@ -107,3 +107,10 @@ def test_gradcheck_command_fails_on_a_broken_backward(capsys, monkeypatch):
     monkeypatch.setattr(fofe.FOFERecurrence, "backward", staticmethod(broken))
     assert main(["gradcheck", "--cells", "fofe", "--no-ops"]) == 1
     assert "NO" in capsys.readouterr().out
+
+
+def test_info_command_lists_cells_and_kernels(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda_usable" in out and "sru_forward (" in out
+    assert all(name in out for name in ALL_CELLS)
