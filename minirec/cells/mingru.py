@@ -54,7 +54,7 @@ from minirec.cells.base import Cell, mask_array, project_inputs, register
 from minirec.kernels import get_kernel, minrnn  # importing minrnn registers the mingru/minlstm kernels
 from minirec.nn.layers import uniform_parameter
 
-__all__ = ["MinGRU", "MinGRURecurrence", "g_tensor", "resolve_g_activation", "check_positive_h0"]
+__all__ = ["MinRNN", "MinGRU", "MinGRURecurrence", "g_tensor", "resolve_g_activation", "check_positive_h0"]
 
 
 def resolve_g_activation(mode, g_activation):
@@ -118,23 +118,23 @@ class MinGRURecurrence(Function):
         return xp.concatenate([grad_k, grad_x_tilde], axis=-1), grad_h0, None
 
 
-@register("mingru")
-class MinGRU(Cell):
-    """minGRU: y_t = h_t, state h (B, H). Options: ``mode`` ("sequential", "parallel", "log"),
-    ``g_activation`` (apply g to the candidate outside log mode; default False)."""
+class MinRNN(Cell):
+    """What minGRU and minLSTM share: one projection W (D, k·H) + b, the modes, h0 and extra_repr.
+
+    Subclasses set ``blocks`` (k) and ``recurrence`` (their fused Function) and write
+    `reference_step`.
+    """
+
+    blocks = 0
+    recurrence = None
 
     def __init__(self, input_size: int, hidden_size: int, mode: str = "parallel", g_activation: bool | None = None):
         super().__init__(input_size, hidden_size)
         self.applies_g = resolve_g_activation(mode, g_activation)
         self.mode = mode
         bound = 1 / math.sqrt(input_size)
-        self.weight = uniform_parameter((input_size, 2 * hidden_size), bound)  # columns [k | h̃]
-        self.bias = uniform_parameter((2 * hidden_size,), bound)
-
-    @staticmethod
-    def parameter_count(input_size: int, hidden_size: int, **options) -> int:
-        """W (D, 2H) and b (2H): 2·H·(D + 1), whatever the mode."""
-        return 2 * hidden_size * (input_size + 1)
+        self.weight = uniform_parameter((input_size, self.blocks * hidden_size), bound)
+        self.bias = uniform_parameter((self.blocks * hidden_size,), bound)
 
     def init_state(self, batch, xp, dtype):
         """Zeros, or g(0) = 0.5 where g applies (log h0 must exist in log mode)."""
@@ -149,10 +149,28 @@ class MinGRU(Cell):
 
     def run(self, x, h0, mask):
         u = project_inputs(x, self.weight, self.bias)
-        return MinGRURecurrence.apply(u, h0, mask_array(mask, x.data), mode=self.mode, g_activation=self.applies_g)
+        return self.recurrence.apply(u, h0, mask_array(mask, x.data), mode=self.mode, g_activation=self.applies_g)
 
     def prepare_reference(self, x):
         self._u = project_inputs(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, mode={self.mode!r}, g={self.applies_g}"
+
+
+@register("mingru")
+class MinGRU(MinRNN):
+    """minGRU: y_t = h_t, state h (B, H). Options: ``mode`` ("sequential", "parallel", "log"),
+    ``g_activation`` (apply g to the candidate outside log mode; default False).
+    Weight columns: [k | h̃]."""
+
+    blocks = 2
+    recurrence = MinGRURecurrence
+
+    @staticmethod
+    def parameter_count(input_size: int, hidden_size: int, **options) -> int:
+        """W (D, 2H) and b (2H): 2·H·(D + 1), whatever the mode."""
+        return 2 * hidden_size * (input_size + 1)
 
     def reference_step(self, x_t, h, t):
         H = self.hidden_size
@@ -163,6 +181,3 @@ class MinGRU(Cell):
             candidate = g_tensor(candidate)
         h = (1 - z) * h + z * candidate
         return h, h
-
-    def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, mode={self.mode!r}, g={self.applies_g}"

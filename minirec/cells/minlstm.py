@@ -36,15 +36,12 @@ Backward (`MinLSTMRecurrence`, by hand; kernels in `minirec.kernels.minrnn`): th
 
 from __future__ import annotations
 
-import math
-
 from minirec import backend
 from minirec.autograd import ops
-from minirec.autograd.function import Function, Tensor
-from minirec.cells.base import Cell, mask_array, project_inputs, register
-from minirec.cells.mingru import check_positive_h0, g_tensor, resolve_g_activation
+from minirec.autograd.function import Function
+from minirec.cells.base import register
+from minirec.cells.mingru import MinRNN, g_tensor
 from minirec.kernels import get_kernel
-from minirec.nn.layers import uniform_parameter
 
 __all__ = ["MinLSTM", "MinLSTMRecurrence"]
 
@@ -79,40 +76,18 @@ class MinLSTMRecurrence(Function):
 
 
 @register("minlstm")
-class MinLSTM(Cell):
+class MinLSTM(MinRNN):
     """minLSTM: y_t = h_t, state h (B, H) (no cell state: h plays its role). Options: ``mode``
-    ("sequential", "parallel", "log"), ``g_activation`` (g on the candidate outside log mode)."""
+    ("sequential", "parallel", "log"), ``g_activation`` (g on the candidate outside log mode).
+    Weight columns: [k_f | k_i | h̃]."""
 
-    def __init__(self, input_size: int, hidden_size: int, mode: str = "parallel", g_activation: bool | None = None):
-        super().__init__(input_size, hidden_size)
-        self.applies_g = resolve_g_activation(mode, g_activation)
-        self.mode = mode
-        bound = 1 / math.sqrt(input_size)
-        self.weight = uniform_parameter((input_size, 3 * hidden_size), bound)  # columns [k_f | k_i | h̃]
-        self.bias = uniform_parameter((3 * hidden_size,), bound)
+    blocks = 3
+    recurrence = MinLSTMRecurrence
 
     @staticmethod
     def parameter_count(input_size: int, hidden_size: int, **options) -> int:
         """W (D, 3H) and b (3H): 3·H·(D + 1), whatever the mode."""
         return 3 * hidden_size * (input_size + 1)
-
-    def init_state(self, batch, xp, dtype):
-        """Zeros, or g(0) = 0.5 where g applies (log h0 must exist in log mode)."""
-        fill = 0.5 if self.applies_g else 0.0
-        return Tensor(xp.full((batch, self.hidden_size), fill, dtype=dtype))
-
-    def check_inputs(self, x, h0, mask):
-        x, h0, mask = super().check_inputs(x, h0, mask)
-        if self.mode == "log":
-            check_positive_h0(self.name, h0)
-        return x, h0, mask
-
-    def run(self, x, h0, mask):
-        u = project_inputs(x, self.weight, self.bias)
-        return MinLSTMRecurrence.apply(u, h0, mask_array(mask, x.data), mode=self.mode, g_activation=self.applies_g)
-
-    def prepare_reference(self, x):
-        self._u = project_inputs(x, self.weight, self.bias)
 
     def reference_step(self, x_t, h, t):
         """The paper's formula as written: f′ = f / (f + i), i′ = i / (f + i)."""
@@ -126,6 +101,3 @@ class MinLSTM(Cell):
         total = f + i
         h = (f / total) * h + (i / total) * candidate
         return h, h
-
-    def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, mode={self.mode!r}, g={self.applies_g}"
