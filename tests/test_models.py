@@ -109,6 +109,26 @@ def test_decoder_cross_entropy_gradcheck(transposed):
     gradcheck(lambda h, w, b: decoder_cross_entropy(h, w, b, targets, transposed), [h, w, b])
 
 
+def test_decoder_cross_entropy_backward_twice_with_retain_graph():
+    # the backward reuses the saved exp(z) buffer unless the graph is retained: both paths agree
+    rng = np.random.default_rng(4)
+    h0, w0 = rng.standard_normal((6, 5)), rng.standard_normal((5, 11))
+    targets = rng.integers(0, 11, size=6)
+    grads = []
+    for retain in (False, True):
+        h, w = Tensor(h0, requires_grad=True), Tensor(w0, requires_grad=True)
+        loss = decoder_cross_entropy(h, w, None, targets)
+        loss.backward(retain_graph=retain)
+        if retain:
+            first = h.grad.copy()
+            loss.backward()
+            np.testing.assert_allclose(h.grad, 2 * first, rtol=1e-12)
+            grads.append(first)
+        else:
+            grads.append(h.grad)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
 def test_blocked_softmax_stats_match_numpy():
     from minirec.models import language_model
 

@@ -53,6 +53,9 @@ class Context:
         self.saved = ()
         self.output_meta = ()  # (shape, dtype) of each output, to build zero gradients
         self.freed = False
+        # set by Tensor.backward before this node's backward runs: False means the saved arrays are
+        # dropped right after, so a backward may overwrite them in place instead of allocating
+        self.retains_graph = True
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -209,6 +212,7 @@ class Tensor:
                 g if g is not None else xp.zeros(shape, dtype=dtype)
                 for g, (shape, dtype) in zip(grads_out, ctx.output_meta)
             ]
+            ctx.retains_graph = retain_graph
             grads_in = ctx.function.backward(ctx, *grads_out)
             if not isinstance(grads_in, tuple):
                 grads_in = (grads_in,)

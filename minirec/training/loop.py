@@ -207,16 +207,29 @@ def _safe_exp(x):
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), where platform.processor() is empty."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def machine_info(device: str = "cpu") -> dict:
     """Where a run happened: platform, Python and library versions, CPU count, device."""
     info = {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor() or None,
+        "processor": platform.processor() or _cpu_model(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
         "device": device,
+        # what picks the kernels and how many threads the CPU work may use
+        "kernels": os.environ.get("MINIREC_KERNELS") or "auto",
+        "threads": {name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+                    if os.environ.get(name)},
     }
     try:
         import numba
