@@ -963,33 +963,76 @@ def _gru_back_b_kernel(h0, h, gates, mask, has_mask, d_rh, acc, delta, grad_x_pr
     acc[b, j] = dh * (one - z) + g * r + (one - m) * dl
 
 
+def _two_product_forward(x_proj, U, h0, mask, split, gate_kernel, state_kernel):
+    """The forward driver of GRU and MGU: two h-to-h products per step, a kernel after each.
+
+    Step t: s = h_{t−1} U[:, :split] (the gate pre-activations), then ``gate_kernel`` makes the
+    gates and the gated state (r⊙h_{t−1} for GRU, f⊙h_{t−1} for MGU); s_h = gated U[:, split:],
+    then ``state_kernel`` makes h̃ and h_t.
+    """
+    xp = backend.get_xp(x_proj, U, h0)
+    x_proj, h0, mask = _prep(xp, x_proj, h0, mask)
+    T, B, _ = x_proj.shape
+    H = h0.shape[1]
+    dtype = x_proj.dtype
+    U_gate = xp.ascontiguousarray(U[:, :split])
+    U_h = xp.ascontiguousarray(U[:, split:])
+    h = xp.empty((T, B, H), dtype=dtype)
+    gates = xp.empty((T, B, split + H), dtype=dtype)
+    s_gate = xp.empty((B, split), dtype=dtype)
+    gated, s_h = (xp.empty((B, H), dtype=dtype) for _ in range(2))
+    steps = _Steps(xp, *_columns(B * H))
+    gate_step = steps.bind(gate_kernel, x_proj, s_gate, h0, h, gates, gated)
+    state_step = steps.bind(state_kernel, x_proj, s_h, h0, h, gates,
+                            mask if mask is not None else h0, mask is not None)
+    for t in range(T):
+        xp.matmul(_h_prev(h0, h, t), U_gate, out=s_gate)
+        gate_step(t)
+        xp.matmul(gated, U_h, out=s_h)
+        state_step(t)
+    return h, gates
+
+
+def _two_product_backward(U, h0, mask, h, gates, grad_y, grad_h_last, split, gating, back_a, back_b):
+    """The backward driver of GRU and MGU, the reverse of `_two_product_forward`.
+
+    ``gating`` is the slice of ``gates`` that multiplies h_{t−1} before the second product
+    (r for GRU, f for MGU): ∂U[:, split:] = (gating ⊙ h_{t−1})ᵀ ∂s_h.
+    """
+    xp = backend.get_xp(U, h0, h, grad_y)
+    h0, mask, h, gates, grad_y, grad_h_last = _prep(xp, h0, mask, h, gates, grad_y, grad_h_last)
+    T, B, H = h.shape
+    dtype = h.dtype
+    U_gate_T = xp.ascontiguousarray(U[:, :split].T)
+    U_h_T = xp.ascontiguousarray(U[:, split:].T)
+    grad_x_proj = xp.empty((T, B, split + H), dtype=dtype)
+    through, acc, delta, d_gated = (xp.empty((B, H), dtype=dtype) for _ in range(4))
+    m_arg = mask if mask is not None else h0
+    steps = _Steps(xp, *_columns(B * H))
+    step_a = steps.bind(back_a, h, gates, m_arg, mask is not None, grad_y, grad_h_last,
+                        through, acc, delta, grad_x_proj)
+    step_b = steps.bind(back_b, h0, h, gates, m_arg, mask is not None, d_gated, acc, delta, grad_x_proj)
+    for t in range(T - 1, -1, -1):
+        step_a(t, t == T - 1)
+        xp.matmul(grad_x_proj[t, :, split:], U_h_T, out=d_gated)
+        step_b(t)
+        xp.matmul(grad_x_proj[t, :, :split], U_gate_T, out=through)
+    h_prev_all = xp.concatenate([h0[None], h[:-1]], axis=0)
+    grad_U = xp.empty_like(U)
+    flat = grad_x_proj.reshape(T * B, split + H)
+    grad_U[:, :split] = h_prev_all.reshape(T * B, H).T @ flat[:, :split]
+    gated = gates[:, :, gating] * h_prev_all
+    grad_U[:, split:] = gated.reshape(T * B, H).T @ flat[:, split:]
+    return grad_x_proj, grad_U, through + acc
+
+
 @register_kernel("gru_forward", "cuda")
 def gru_forward(x_proj, U, h0, mask):
     """`minirec.kernels.gru.gru_forward` on the GPU: returns (h, gates)."""
     if not _fast(x_proj, U, h0):
         return _ref_gru.gru_forward(x_proj, U, h0, mask)
-    xp = backend.get_xp(x_proj, U, h0)
-    x_proj, h0, mask = _prep(xp, x_proj, h0, mask)
-    T, B, H3 = x_proj.shape
-    H = H3 // 3
-    dtype = x_proj.dtype
-    U_zr = xp.ascontiguousarray(U[:, : 2 * H])
-    U_h = xp.ascontiguousarray(U[:, 2 * H:])
-    h = xp.empty((T, B, H), dtype=dtype)
-    gates = xp.empty((T, B, 3 * H), dtype=dtype)
-    s_zr = xp.empty((B, 2 * H), dtype=dtype)
-    rh = xp.empty((B, H), dtype=dtype)
-    s_h = xp.empty((B, H), dtype=dtype)
-    steps = _Steps(xp, *_columns(B * H))
-    gates_step = steps.bind(_gru_gates_kernel, x_proj, s_zr, h0, h, gates, rh)
-    state_step = steps.bind(_gru_state_kernel, x_proj, s_h, h0, h, gates,
-                            mask if mask is not None else h0, mask is not None)
-    for t in range(T):
-        xp.matmul(_h_prev(h0, h, t), U_zr, out=s_zr)
-        gates_step(t)
-        xp.matmul(rh, U_h, out=s_h)
-        state_step(t)
-    return h, gates
+    H = h0.shape[1]
+    return _two_product_forward(x_proj, U, h0, mask, 2 * H, _gru_gates_kernel, _gru_state_kernel)
 
 
 @register_kernel("gru_backward", "cuda")
@@ -997,31 +1040,9 @@ def gru_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     """`minirec.kernels.gru.gru_backward` on the GPU: returns (grad_x_proj, grad_U, grad_h0)."""
     if not _fast(U, h0, h, grad_y):
         return _ref_gru.gru_backward(U, h0, mask, h, gates, grad_y, grad_h_last)
-    xp = backend.get_xp(U, h0, h, grad_y)
-    h0, mask, h, gates, grad_y, grad_h_last = _prep(xp, h0, mask, h, gates, grad_y, grad_h_last)
-    T, B, H = h.shape
-    dtype = h.dtype
-    U_zr_T = xp.ascontiguousarray(U[:, : 2 * H].T)
-    U_h_T = xp.ascontiguousarray(U[:, 2 * H:].T)
-    grad_x_proj = xp.empty((T, B, 3 * H), dtype=dtype)
-    through, acc, delta, d_rh = (xp.empty((B, H), dtype=dtype) for _ in range(4))
-    m_arg = mask if mask is not None else h0
-    steps = _Steps(xp, *_columns(B * H))
-    step_a = steps.bind(_gru_back_a_kernel, h, gates, m_arg, mask is not None, grad_y, grad_h_last,
-                        through, acc, delta, grad_x_proj)
-    step_b = steps.bind(_gru_back_b_kernel, h0, h, gates, m_arg, mask is not None, d_rh, acc, delta, grad_x_proj)
-    for t in range(T - 1, -1, -1):
-        step_a(t, t == T - 1)
-        xp.matmul(grad_x_proj[t, :, 2 * H:], U_h_T, out=d_rh)
-        step_b(t)
-        xp.matmul(grad_x_proj[t, :, : 2 * H], U_zr_T, out=through)
-    h_prev_all = xp.concatenate([h0[None], h[:-1]], axis=0)
-    grad_U = xp.empty_like(U)
-    flat = grad_x_proj.reshape(T * B, 3 * H)
-    grad_U[:, : 2 * H] = h_prev_all.reshape(T * B, H).T @ flat[:, : 2 * H]
-    rh = gates[:, :, H: 2 * H] * h_prev_all
-    grad_U[:, 2 * H:] = rh.reshape(T * B, H).T @ flat[:, 2 * H:]
-    return grad_x_proj, grad_U, through + acc
+    H = h0.shape[1]
+    return _two_product_backward(U, h0, mask, h, gates, grad_y, grad_h_last, 2 * H, slice(H, 2 * H),
+                                 _gru_back_a_kernel, _gru_back_b_kernel)
 
 
 # ---- MGU ----------------------------------------------------------------------------------------
@@ -1100,26 +1121,7 @@ def mgu_forward(x_proj, U, h0, mask):
     """`minirec.kernels.mgu.mgu_forward` on the GPU: returns (h, gates)."""
     if not _fast(x_proj, U, h0):
         return _ref_mgu.mgu_forward(x_proj, U, h0, mask)
-    xp = backend.get_xp(x_proj, U, h0)
-    x_proj, h0, mask = _prep(xp, x_proj, h0, mask)
-    T, B, H2 = x_proj.shape
-    H = H2 // 2
-    dtype = x_proj.dtype
-    U_f = xp.ascontiguousarray(U[:, :H])
-    U_h = xp.ascontiguousarray(U[:, H:])
-    h = xp.empty((T, B, H), dtype=dtype)
-    gates = xp.empty((T, B, 2 * H), dtype=dtype)
-    s_f, fh, s_h = (xp.empty((B, H), dtype=dtype) for _ in range(3))
-    steps = _Steps(xp, *_columns(B * H))
-    gate_step = steps.bind(_mgu_gate_kernel, x_proj, s_f, h0, h, gates, fh)
-    state_step = steps.bind(_mgu_state_kernel, x_proj, s_h, h0, h, gates,
-                            mask if mask is not None else h0, mask is not None)
-    for t in range(T):
-        xp.matmul(_h_prev(h0, h, t), U_f, out=s_f)
-        gate_step(t)
-        xp.matmul(fh, U_h, out=s_h)
-        state_step(t)
-    return h, gates
+    return _two_product_forward(x_proj, U, h0, mask, h0.shape[1], _mgu_gate_kernel, _mgu_state_kernel)
 
 
 @register_kernel("mgu_backward", "cuda")
@@ -1127,31 +1129,9 @@ def mgu_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     """`minirec.kernels.mgu.mgu_backward` on the GPU: returns (grad_x_proj, grad_U, grad_h0)."""
     if not _fast(U, h0, h, grad_y):
         return _ref_mgu.mgu_backward(U, h0, mask, h, gates, grad_y, grad_h_last)
-    xp = backend.get_xp(U, h0, h, grad_y)
-    h0, mask, h, gates, grad_y, grad_h_last = _prep(xp, h0, mask, h, gates, grad_y, grad_h_last)
-    T, B, H = h.shape
-    dtype = h.dtype
-    U_f_T = xp.ascontiguousarray(U[:, :H].T)
-    U_h_T = xp.ascontiguousarray(U[:, H:].T)
-    grad_x_proj = xp.empty((T, B, 2 * H), dtype=dtype)
-    through, acc, delta, d_fh = (xp.empty((B, H), dtype=dtype) for _ in range(4))
-    m_arg = mask if mask is not None else h0
-    steps = _Steps(xp, *_columns(B * H))
-    step_a = steps.bind(_mgu_back_a_kernel, h, gates, m_arg, mask is not None, grad_y, grad_h_last,
-                        through, acc, delta, grad_x_proj)
-    step_b = steps.bind(_mgu_back_b_kernel, h0, h, gates, m_arg, mask is not None, d_fh, acc, delta, grad_x_proj)
-    for t in range(T - 1, -1, -1):
-        step_a(t, t == T - 1)
-        xp.matmul(grad_x_proj[t, :, H:], U_h_T, out=d_fh)
-        step_b(t)
-        xp.matmul(grad_x_proj[t, :, :H], U_f_T, out=through)
-    h_prev_all = xp.concatenate([h0[None], h[:-1]], axis=0)
-    grad_U = xp.empty_like(U)
-    flat = grad_x_proj.reshape(T * B, 2 * H)
-    grad_U[:, :H] = h_prev_all.reshape(T * B, H).T @ flat[:, :H]
-    fh = gates[:, :, :H] * h_prev_all
-    grad_U[:, H:] = fh.reshape(T * B, H).T @ flat[:, H:]
-    return grad_x_proj, grad_U, through + acc
+    H = h0.shape[1]
+    return _two_product_backward(U, h0, mask, h, gates, grad_y, grad_h_last, H, slice(0, H),
+                                 _mgu_back_a_kernel, _mgu_back_b_kernel)
 
 
 # ---- SGU: scalar gates per sequence -------------------------------------------------------------
