@@ -169,3 +169,21 @@ def test_module_to_gpu():
     out = model(mr.tensor(xp.ones((3, 2), dtype=xp.float32)))
     assert out.device == "gpu"
     assert model.to("cpu").device == "cpu"
+
+
+def test_word_dropout_drops_whole_vectors_and_is_identity_in_eval():
+    mr.manual_seed(0)
+    layer = nn.WordDropout(0.4)
+    x = mr.tensor(np.ones((50, 8, 6)), requires_grad=True)
+    y = layer(x)
+    per_word = y.data.reshape(-1, 6)
+    dropped = (per_word == 0).all(axis=1)
+    kept = (per_word == 1 / 0.6).all(axis=1)
+    assert (dropped | kept).all()  # every word vector is dropped or kept as a whole
+    assert 0.3 < dropped.mean() < 0.5
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, y.data)  # d(sum y)/dx is the same mask
+    layer.eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError, match="word dropout probability"):
+        nn.WordDropout(1.0)

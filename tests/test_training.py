@@ -329,7 +329,7 @@ def test_huge_learning_rate_diverges_with_a_message(ptb_dir, tmp_path, capsys):
 
 # ---- SST ----------------------------------------------------------------------------------------
 def test_sst_run(sst_dir, tmp_path):
-    results = train_sst(sst_config(sst_dir, tmp_path / "sst", pooling="last"))
+    results = train_sst(sst_config(sst_dir, tmp_path / "sst", pooling="last", word_dropout=0.2))
     assert results["status"] == "completed"
     for epoch in results["epochs"]:
         assert 0 <= epoch["train_acc"] <= 1 and 0 <= epoch["valid_acc"] <= 1
@@ -341,8 +341,9 @@ def test_sst_hierarchical_levels(sst_dir):
     if "fofe" not in cell_names():
         pytest.skip("needs fofe")
     upper = next((c for c in ("sgu", "gru", "lstm") if c in cell_names()), "fofe")
-    results = train_sst(sst_config(sst_dir, levels=f"fofe,{upper}", chunk_size=3, epochs=1))
+    results = train_sst(sst_config(sst_dir, levels=f"fofe,{upper}", chunk_size=3, epochs=1, word_dropout=0.3))
     assert results["status"] == "completed"
+    assert results["config"]["word_dropout"] == 0.3
     assert results["config"]["levels"] == ["fofe", upper]
 
 
@@ -374,3 +375,12 @@ def test_real_ptb_smoke(tmp_path):
     epoch = results["epochs"][0]
     assert epoch["batches"] == 3 and epoch["tokens_per_s"] > 0
     assert 1000 < epoch["train_ppl"] < 20000  # about uniform over 10,000 words after 3 batches
+
+
+def test_word_dropout_is_an_sst_option_and_is_checked():
+    config = resolve_config("sst", {"word_dropout": 0.25})
+    assert config["word_dropout"] == 0.25
+    with pytest.raises(ValueError, match="word_dropout must be in"):
+        resolve_config("sst", {"word_dropout": 1.5})
+    with pytest.raises(ValueError, match="unknown configuration keys for ptb"):
+        resolve_config("ptb", {"word_dropout": 0.25})

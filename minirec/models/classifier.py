@@ -1,7 +1,7 @@
 """A recurrent sentence classifier (SST): embedding → (bi)RNN over the padded batch → pooling →
 linear layer to the classes.
 
-    tokens (T, B), mask (T, B) ─► Embedding ─► dropout ─► nn.RNN(cell, bidirectional, mask)
+    tokens (T, B), mask (T, B) ─► Embedding ─► word dropout ─► dropout ─► nn.RNN(cell, bidirectional, mask)
                                 ─► pooling over time ─► dropout ─► Linear ─► logits (B, C)
 
 Pooling reads the final layer's outputs y (T, B, D):
@@ -24,7 +24,7 @@ import numpy as np
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Tensor
-from minirec.nn import RNN, Dropout, Embedding, Linear, Module
+from minirec.nn import RNN, Dropout, Embedding, Linear, Module, WordDropout
 
 from .language_model import reinit_uniform, to_model_device
 
@@ -84,6 +84,7 @@ class SentenceClassifier(Module):
         dropout: float = 0.0,
         pooling: str = "last",
         init_range: float | None = None,
+        word_dropout: float = 0.0,
         **cell_options,
     ):
         if pooling not in POOLINGS:
@@ -93,6 +94,7 @@ class SentenceClassifier(Module):
         self.vocab_size, self.num_classes = int(vocab_size), int(num_classes)
         self.pooling, self.bidirectional = pooling, bool(bidirectional)
         self.embedding = Embedding(vocab_size, embedding_size)
+        self.word_dropout = WordDropout(word_dropout)
         self.input_dropout = Dropout(dropout)
         self.rnn = RNN(
             cell, embedding_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
@@ -114,7 +116,7 @@ class SentenceClassifier(Module):
             raise ValueError(f"tokens must be time-major (T, B) ids, got shape {tuple(tokens.shape)}")
         given = mask
         mask, lengths = _prepare_mask(mask, tokens, self)
-        x = self.input_dropout(self.embedding(tokens))
+        x = self.input_dropout(self.word_dropout(self.embedding(tokens)))
         y, _ = self.rnn(x, None, None if given is None else mask)
         return pool(y, mask, lengths, self.pooling, self.bidirectional)
 

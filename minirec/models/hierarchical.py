@@ -25,7 +25,7 @@ import numpy as np
 
 from minirec import backend
 from minirec.autograd.function import Tensor
-from minirec.nn import RNN, Dropout, Embedding, Linear, Module
+from minirec.nn import RNN, Dropout, Embedding, Linear, Module, WordDropout
 
 from .classifier import POOLINGS, _prepare_mask, pool
 from .language_model import reinit_uniform, to_model_device
@@ -51,6 +51,7 @@ class HierarchicalClassifier(Module):
         pooling: str = "last",
         level_options=None,
         init_range: float | None = None,
+        word_dropout: float = 0.0,
     ):
         levels = tuple(str(cell).lower() for cell in levels)
         if len(levels) < 2:
@@ -65,6 +66,7 @@ class HierarchicalClassifier(Module):
         self.levels, self.chunk_size, self.pooling = levels, int(chunk_size), pooling
         self.num_classes = int(num_classes)
         self.embedding = Embedding(vocab_size, embedding_size)
+        self.word_dropout = WordDropout(word_dropout)
         self.input_dropout = Dropout(dropout)
         self.dropout = Dropout(dropout)
         self.encoders = []
@@ -109,7 +111,7 @@ class HierarchicalClassifier(Module):
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be time-major (T, B) ids, got shape {tuple(tokens.shape)}")
         mask, _ = _prepare_mask(mask, tokens, self)
-        x = self.input_dropout(self.embedding(tokens))
+        x = self.input_dropout(self.word_dropout(self.embedding(tokens)))
         h, chunk_mask = self.chunk_vectors(x, mask)
         for encoder in self.encoders[1:]:
             h, _ = encoder(self.dropout(h), None, chunk_mask)

@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--hidden", type=int, help="hidden size (per direction)")
     model.add_argument("--embedding", type=int, help="embedding size")
     model.add_argument("--dropout", type=float, help="dropout on non-recurrent connections")
+    model.add_argument("--word-dropout", type=float,
+                       help="drop whole word vectors with this probability while training (sst)")
     model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
                        help="bidirectional layers (sst)")
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,

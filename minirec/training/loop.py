@@ -140,7 +140,8 @@ class _SST:
         self.vocab_size = len(self.corpus.vocab)
         self.data_rng = np.random.default_rng(config["seed"])
         common = dict(embedding_size=config["embedding"], hidden_size=config["hidden"], dropout=config["dropout"],
-                      pooling=config["pooling"], init_range=config["init_range"])
+                      pooling=config["pooling"], init_range=config["init_range"],
+                      word_dropout=config.get("word_dropout") or 0.0)
         if config.get("levels"):
             self.model = HierarchicalClassifier(
                 self.vocab_size, self.corpus.num_classes, levels=config["levels"], chunk_size=config["chunk_size"],

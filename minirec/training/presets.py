@@ -72,6 +72,7 @@ DEFAULTS = {
         "batch_size": 32,
         "epochs": 10,
         "pooling": "max",
+        "word_dropout": 0.0,  # drop whole word vectors (nn.WordDropout)
         "levels": None,  # e.g. ["fofe", "sgu", "gru"]: a HierarchicalClassifier instead
         "chunk_size": 8,
     },
@@ -172,6 +173,8 @@ def _validate(config: dict) -> None:
             raise ValueError(f"{key} must be at least 1, got {config[key]}")
     if not 0 <= float(config["dropout"]) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {config['dropout']}")
+    if not 0 <= float(config.get("word_dropout") or 0.0) < 1:
+        raise ValueError(f"word_dropout must be in [0, 1), got {config['word_dropout']}")
     if config["optimizer"] not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config['optimizer']!r}")
     if float(config["lr"]) <= 0:
