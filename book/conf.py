@@ -6,11 +6,13 @@ Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book 
 Environment:      MINIREC_BOOK_EXECUTE=force|cache|off  (default force: every build runs every chapter)
                   MINIREC_MATHJAX_PATH=<url>  a local MathJax 3 to read the book offline, e.g.
                   file:///path/to/node_modules/mathjax/es5/tex-mml-chtml.js (npm install mathjax@3).
-                  Default: Sphinx's CDN copy. (MathJax 2, e.g. Debian's libjs-mathjax, does not work:
-                  myst-nb marks pages tex2jax_ignore and relies on MathJax 3's processHtmlClass;
-                  MathJax 4 fetches its fonts from the CDN.)
+                  Default: the MathJax 3 of the sphinx-mathjax-offline package (book and dev
+                  extras), copied into the build; without it, Sphinx's CDN copy. (MathJax 2, e.g.
+                  Debian's libjs-mathjax, does not work: myst-nb marks pages tex2jax_ignore and
+                  relies on MathJax 3's processHtmlClass; MathJax 4 fetches its fonts from the CDN.)
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -40,6 +42,9 @@ nb_merge_streams = True
 
 if os.environ.get("MINIREC_MATHJAX_PATH"):
     mathjax_path = os.environ["MINIREC_MATHJAX_PATH"]
+elif importlib.util.find_spec("sphinx-mathjax-offline") is not None:
+    # MathJax 3 from the book extra, copied into _static/: the book reads offline
+    extensions.append("sphinx-mathjax-offline")
 
 html_theme = "sphinx_book_theme"
 html_title = "minirec: simplified recurrent networks"

@@ -94,5 +94,10 @@ def test_book_in_headless_chromium(built_book, tmp_path):
     images = re.findall(r'<img[^>]*src="([^"]+\.png)"', dom)
     assert images, "the browser shows no figure"
     assert all((page.parent / src).resolve().is_file() for src in images)
-    if os.environ.get("MINIREC_MATHJAX_PATH"):  # a local MathJax: the browser must have typeset the math
+    # A MathJax served with the book (sphinx-mathjax-offline, or MINIREC_MATHJAX_PATH) works offline:
+    # the browser must have typeset the math. (From a CDN it depends on the network: not checked.)
+    source = page.read_text(encoding="utf-8")
+    local = re.search(r'<script[^>]+src="(?!https?:|//)[^"]*mathjax[^"]*"', source, re.IGNORECASE)
+    if local or os.environ.get("MINIREC_MATHJAX_PATH"):
         assert "<mjx-container" in dom, "MathJax did not typeset the page"
+        assert "$$" not in dom.split("<body", 1)[-1], "raw TeX left on the page"
