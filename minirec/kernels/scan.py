@@ -10,7 +10,8 @@ the inputs.
 The module is array-agnostic: the array namespace is picked with
 :func:`get_array_module`, so the same code runs on NumPy and on CuPy.  Only the
 numba kernels (:func:`linear_scan_cpu`, :func:`linear_scan_backward_cpu`) are
-NumPy-only, and numba is imported lazily, so this module imports without it.
+NumPy-only (they are the registered kernels of `minirec.kernels.cpu.scan`), and numba is
+imported lazily, so this module imports without it.
 
 Public API
 ----------
@@ -33,8 +34,6 @@ Public API
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -414,86 +413,19 @@ def linear_scan(a, b, h0=None, method="sequential"):
 # ---------------------------------------------------------------------------
 # 6. Numba CPU kernels (optional dependency, compiled on first use)
 # ---------------------------------------------------------------------------
-#
-# Each kernel sees 2-D C-contiguous arrays (T, N) with N = prod(shape[1:]) and
-# runs a prange over the N independent columns, with the time loop inside.
-
-_NUMBA_KERNELS = None
-
-
-def _numba_kernels():
-    global _NUMBA_KERNELS
-    if _NUMBA_KERNELS is None:
-        try:
-            import numba  # noqa: PLC0415  (optional dependency)
-        except ImportError as exc:  # pragma: no cover - numba is installed in CI
-            raise ImportError("linear_scan_cpu needs numba (pip install numba)") from exc
-
-        jit = numba.njit(parallel=True, cache=False, fastmath=False)
-
-        @jit
-        def forward(a, b, h0, out):
-            T, N = a.shape
-            for j in numba.prange(N):
-                acc = h0[j]
-                for t in range(T):
-                    acc = a[t, j] * acc + b[t, j]
-                    out[t, j] = acc
-
-        @jit
-        def backward(a, h, h0, grad_h, grad_a, grad_b, grad_h0):
-            T, N = a.shape
-            for j in numba.prange(N):
-                carry = grad_h0[j] * 0  # a_{t+1} * g_{t+1}; zero after the last step
-                for t in range(T - 1, -1, -1):
-                    g = grad_h[t, j] + carry
-                    grad_b[t, j] = g
-                    h_prev = h[t - 1, j] if t > 0 else h0[j]
-                    grad_a[t, j] = g * h_prev
-                    carry = a[t, j] * g
-                grad_h0[j] = carry
-
-        _NUMBA_KERNELS = (forward, backward)
-    return _NUMBA_KERNELS
-
-
-def _cpu_inputs(named, h0):
-    """Validate NumPy inputs for the numba kernels; return 2-D C-contiguous views."""
-    arrays = _validate(np, named, "h0", h0)
-    *arrays, h0 = arrays
-    dtype = arrays[0].dtype
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"numba kernels support float32 and float64, got dtype {dtype}")
-    shape = arrays[0].shape
-    T, N = shape[0], math.prod(shape[1:])
-    flat = [np.ascontiguousarray(x).reshape(T, N) for x in arrays]
-    h0 = np.zeros(N, dtype) if h0 is None else np.ascontiguousarray(h0).reshape(N)
-    return shape, flat, h0
-
-
 def linear_scan_cpu(a, b, h0=None):
-    """Numba-parallel forward scan on NumPy float32/float64 arrays.
+    """The numba CPU kernel of the forward scan (`minirec.kernels.cpu.scan`, the one `get_kernel`
+    picks for NumPy arrays); same contract as :func:`linear_scan_sequential`, float32/float64."""
+    from minirec.kernels.cpu import scan as cpu_scan  # numba compiles on first use
 
-    Same contract as :func:`linear_scan_sequential`.
-    """
-    shape, (a2, b2), h02 = _cpu_inputs({"a": a, "b": b}, h0)
-    out = np.empty_like(a2)
-    if out.size:
-        forward, _ = _numba_kernels()
-        forward(a2, b2, h02, out)
-    return out.reshape(shape)
+    return cpu_scan.linear_scan_forward(a, b, h0)
 
 
 def linear_scan_backward_cpu(a, h, h0, grad_h):
-    """Numba-parallel backward scan; same contract as :func:`linear_scan_backward`."""
-    shape, (a2, h2, gh2), h02 = _cpu_inputs({"a": a, "h": h, "grad_h": grad_h}, h0)
-    grad_a = np.empty_like(a2)
-    grad_b = np.empty_like(a2)
-    grad_h0 = np.zeros_like(h02)
-    if a2.size:
-        _, backward = _numba_kernels()
-        backward(a2, h2, h02, gh2, grad_a, grad_b, grad_h0)
-    return grad_a.reshape(shape), grad_b.reshape(shape), grad_h0.reshape(shape[1:])
+    """The numba CPU kernel of the backward scan; same contract as :func:`linear_scan_backward`."""
+    from minirec.kernels.cpu import scan as cpu_scan
+
+    return cpu_scan.linear_scan_backward(a, h, h0, grad_h)
 
 
 # ---------------------------------------------------------------------------
