@@ -73,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--max-iters", type=int, default=200, help="at most this many timed calls per measurement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dry-run", action="store_true", help="print what would be measured, run nothing")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write the tables as JSON (chapter 6 reads benchmarks/results/gpu.json)")
     return p.parse_args(argv)
 
 
@@ -86,6 +88,21 @@ def format_table(title, headers, rows):
     out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     out.append(line)
     return "\n".join(out)
+
+
+def write_json(path, device, named, argv):
+    """The tables as {"device", "command", "tables": {title: {"headers", "rows"}}}, written atomically."""
+    import json
+    import os
+
+    command = "python benchmarks/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    data = {"device": device, "command": command,
+            "tables": {title: {"headers": list(headers), "rows": [list(row) for row in rows]}
+                       for title, (headers, rows) in named.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def shape_name(shape):
@@ -382,17 +399,19 @@ def main(argv=None):
     layers = layer_rows(cp, args, timer) if not args.no_layers else []
     kernels = kernel_rows(cp, args, timer) if not args.no_kernels else []
     anchors = anchor_rows(args) if not args.no_anchors else []
-    tables = []
+    named = {}
     if layers:
-        tables.append(format_table(f"Layers: one RecurrentLayer (hidden = D), forward + backward, projection "
-                                   f"included ({device}, {args.dtype})", LAYER_HEADERS, layers))
+        named[f"Layers: one RecurrentLayer (hidden = D), forward + backward, projection included ({device}, "
+              f"{args.dtype})"] = (LAYER_HEADERS, layers)
     if kernels:
-        tables.append(format_table(f"Kernels alone: GB/s = bytes of inputs and outputs (each once) / time; copy = "
-                                   f"CuPy copy of the forward's bytes ({device})", KERNEL_HEADERS, kernels))
+        named[f"Kernels alone: GB/s = bytes of inputs and outputs (each once) / time; copy = CuPy copy of the "
+              f"forward's bytes ({device})"] = (KERNEL_HEADERS, kernels)
     if anchors:
-        tables.append(format_table(f"Anchors: forward + backward ({device})", ANCHOR_HEADERS, anchors))
+        named[f"Anchors: forward + backward ({device})"] = (ANCHOR_HEADERS, anchors)
+    if args.json is not None:
+        write_json(args.json, device, named, argv)
     print()
-    print("\n\n".join(tables))
+    print("\n\n".join(format_table(title, headers, rows) for title, (headers, rows) in named.items()))
     failed = [r for r in layers + kernels if r[2] is None]
     return 1 if failed and len(failed) == len(layers + kernels) else 0
 
