@@ -11,7 +11,7 @@ For each cell, minirec and (for LSTM and GRU, when torch is importable) torch's 
 interleaved so that both see the same machine load; the table gives the median round.
 
     python benchmarks/ptb.py                          # lstm gru sru lrn mingru sgu, 2 threads
-    python benchmarks/ptb.py --cells lstm --threads 1
+    OPENBLAS_NUM_THREADS=1 python benchmarks/ptb.py --threads 1     # one core for everything
     python benchmarks/ptb.py --preset medium --device gpu   # on a GPU machine (CuPy, torch CUDA)
 """
 
@@ -45,9 +45,11 @@ def parse_args(argv=None):
 
 
 def set_threads(n: int) -> None:
-    # before NumPy's BLAS and numba start their pools
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = str(n)
+    """Threads of the numba kernels. (NumPy's BLAS fixed its pool when NumPy was imported: it takes
+    OPENBLAS_NUM_THREADS from the environment, as the command lines in the docstring show.)"""
+    from minirec.kernels.cpu import _common
+
+    _common.set_num_threads(n)
 
 
 def random_windows(xp, rng, n):
@@ -216,7 +218,9 @@ def main(argv=None):
     if torch is not None:
         versions += f", torch {torch.__version__}"
     print(f"command: python benchmarks/ptb.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
-    print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs, {args.threads} threads; {versions}; "
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs, {args.threads} threads "
+          f"(OPENBLAS_NUM_THREADS={blas}); {versions}; "
           f"MINIREC_KERNELS={os.environ.get('MINIREC_KERNELS', 'auto')}")
     print(f"rounds: {args.repeats} × {args.batches} steps after 2 warm-up steps, interleaved")
 
