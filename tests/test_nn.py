@@ -187,3 +187,47 @@ def test_word_dropout_drops_whole_vectors_and_is_identity_in_eval():
     assert layer(x) is x
     with pytest.raises(ValueError, match="word dropout probability"):
         nn.WordDropout(1.0)
+
+
+def _textbook_adam(p, grads, lr, betas, eps, weight_decay):
+    """Kingma & Ba's Algorithm 1 written out in float64, L2 decay added to the gradient."""
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g**2
+        p = p - lr * (m / (1 - betas[0] ** t)) / (np.sqrt(v / (1 - betas[1] ** t)) + eps)
+    return p
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_follows_the_textbook_algorithm(weight_decay):
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(7, 5))
+    grads = [rng.normal(size=(7, 5)) * 10.0**k for k in (-3, 0, 2, -1, 0, 1)]  # moments of mixed scale
+    param = nn.Parameter(start.copy())
+    opt = nn.Adam([param], lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+    for g in grads:
+        param.grad = g.copy()
+        opt.step()
+    expected = _textbook_adam(start, grads, 0.05, (0.8, 0.99), 1e-6, weight_decay)
+    np.testing.assert_allclose(param.data, expected, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(param.data, start, atol=1e-2)  # it moved
+
+
+def test_adam_matches_torch_in_float32():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(11, 3)).astype(np.float32)
+    grads = [rng.normal(size=(11, 3)).astype(np.float32) for _ in range(5)]
+    param = nn.Parameter(start.copy())
+    opt = nn.Adam([param], lr=0.01, weight_decay=1e-3)
+    reference = torch.tensor(start.copy(), requires_grad=True)
+    torch_opt = torch.optim.Adam([reference], lr=0.01, weight_decay=1e-3)
+    for g in grads:
+        param.grad = g.copy()
+        opt.step()
+        reference.grad = torch.tensor(g)
+        torch_opt.step()
+    assert param.data.dtype == np.float32
+    np.testing.assert_allclose(param.data, reference.detach().numpy(), rtol=1e-5, atol=1e-6)
