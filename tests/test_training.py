@@ -223,10 +223,20 @@ def test_same_seed_same_numbers(ptb_dir):
     assert curve(first) != curve(other)
 
 
-def test_the_loss_goes_down(ptb_dir):
+def test_the_loss_goes_down(ptb_dir, capsys):
     results = train_ptb(ptb_config(ptb_dir, epochs=3, max_batches=None, dropout=0.0, optimizer="adam", lr=0.01))
     ppl = [e["train_ppl"] for e in results["epochs"]]
     assert ppl[-1] < ppl[0] < 41 * 1.2  # about uniform over the 41 ids at the start
+    assert "worse than a uniform guess" not in capsys.readouterr().err
+
+
+def test_a_finite_but_diverged_run_is_flagged(ptb_dir, capsys):
+    # ±3 weights make confident wrong guesses from the start, and lr 1e-9 keeps them: the loss stays
+    # finite (no NaN stop) but far above ln 41, the loss of a uniform guess over the 41 ids
+    results = train_ptb(ptb_config(ptb_dir, epochs=1, init_range=3.0, lr=1e-9, clip=0, dropout=0.0))
+    assert results["status"] == "completed" and results["epochs"][0]["train_loss"] > math.log(41 * 1.1)
+    err = capsys.readouterr().err
+    assert "epoch 1 trained worse than a uniform guess over the 41 words" in err and "--lr" in err
 
 
 # ---- resume -------------------------------------------------------------------------------------

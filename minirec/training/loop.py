@@ -75,6 +75,7 @@ class _PTB:
         self.config = config
         corpus = load_ptb(config["data_dir"])
         self.vocab_size = len(corpus.vocab)
+        self.outputs = (self.vocab_size, "words")  # what the softmax chooses among
         eval_batch = config["eval_batch_size"] or config["batch_size"]
         self.train_data = batchify(corpus.train, config["batch_size"])
         self.eval_data = {"valid": batchify(corpus.valid, eval_batch), "test": batchify(corpus.test, eval_batch)}
@@ -138,6 +139,7 @@ class _SST:
         self.config = config
         self.corpus = load_sst(config["sst_kind"], config["data_dir"])
         self.vocab_size = len(self.corpus.vocab)
+        self.outputs = (self.corpus.num_classes, "classes")
         self.data_rng = np.random.default_rng(config["seed"])
         common = dict(embedding_size=config["embedding"], hidden_size=config["hidden"], dropout=config["dropout"],
                       pooling=config["pooling"], init_range=config["init_range"],
@@ -201,6 +203,17 @@ class _SST:
 
 
 _TASKS = {"ptb": _PTB, "sst": _SST}
+
+
+def _warn_if_worse_than_uniform(epoch, train_loss, n, what):
+    """A loss that stays finite can still diverge: an epoch whose mean training loss is above that
+    of a uniform guess (ln n, with 10 % slack for the first batches) is not learning. Measured:
+    minGRU and SGU at the small PTB preset's lr 1 end epoch 1 at training perplexity 12,000 and
+    79,000 over 10,000 words; at lr 0.3 they train (results/README.md)."""
+    if train_loss > math.log(1.1 * n):
+        print(f"minirec: warning: epoch {epoch} trained worse than a uniform guess over the {n:,} {what} "
+              f"(mean training loss {train_loss:.3f} > ln {n:,} = {math.log(n):.3f}): the run is diverging; "
+              "lower the learning rate (--lr)", file=sys.stderr, flush=True)
 
 
 def _safe_exp(x):
@@ -588,6 +601,7 @@ class _Run:
                     _log(config, f"epoch {epoch:3d} | lr {record['lr']:.4g} | train {metric} "
                          f"{record[f'train_{metric}']:.4g} | valid {metric} {record[f'valid_{metric}']:.4g} | "
                          f"{record['tokens_per_s']:.0f} tok/s | {self.train_time:.1f} s")
+                    _warn_if_worse_than_uniform(epoch, record["train_loss"], *task.outputs)
                     if self.sigint.requested:  # Ctrl-C during the evaluation: stop here, all saved
                         raise KeyboardInterrupt
                 test = None
