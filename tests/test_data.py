@@ -8,7 +8,11 @@ corpora read ``../shared/data`` beside the project and are skipped when it is ab
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +178,8 @@ def test_batchify_makes_contiguous_time_major_streams():
         batchify(np.arange(3), batch_size=4)
     with pytest.raises(ValueError):
         batchify(np.arange(3), batch_size=0)
+    with pytest.raises(TypeError, match="integer token ids, got dtype float64"):
+        batchify(np.arange(8.0), batch_size=2)  # not silently truncated to ids
 
 
 def test_bptt_windows_have_targets_shifted_by_one():
@@ -282,6 +288,16 @@ def test_bucket_batches_are_consistent_and_cover_each_example_once():
     assert len(batches) == 13  # ceil(103 / 8)
     seen = [n for batch in batches for n in check_batch(batch, examples, pad_id=-1)]
     assert sorted(seen) == list(range(103))
+
+
+@pytest.mark.parametrize("batch_size, pool_batches, name", [(0, 50, "batch_size"), (4, 0, "pool_batches"),
+                                                           (4, -1, "pool_batches")])
+def test_bad_batch_sizes_are_refused_by_name(batch_size, pool_batches, name):
+    examples = make_examples([3, 1, 2, 5])
+    with pytest.raises(ValueError, match=f"{name} must be at least 1"):
+        list(bucket_batches(examples, batch_size, shuffle=False, pool_batches=pool_batches))
+    with pytest.raises(ValueError, match=f"{name} must be at least 1"):
+        SSTBatches(examples, batch_size, pool_batches=pool_batches)
 
 
 def test_bucket_batches_group_similar_lengths():
@@ -435,6 +451,76 @@ def test_damaged_cache_file_is_downloaded_again(tmp_path, monkeypatch):
         locate("ptb/train.txt", download=False)
     path = locate("ptb/train.txt")
     assert path.read_text() == PTB_FILES["ptb/train.txt"]
+
+
+def test_download_gets_the_permissions_of_an_ordinary_new_file(tmp_path, monkeypatch):
+    # mkstemp's private 0600 would lock other users out of a shared cache.
+    write_files(tmp_path / "remote", PTB_FILES)
+    register(monkeypatch, PTB_FILES, url_root=tmp_path / "remote")
+    previous = os.umask(0o022)
+    try:
+        path = locate("ptb/train.txt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_unwritable_cache_is_a_data_error_that_says_where_to_put_the_files(tmp_path, monkeypatch):
+    register(monkeypatch, PTB_FILES, url_root=tmp_path / "remote")
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("MINIREC_CACHE", str(tmp_path / "a-file"))
+    with pytest.raises(DataError) as error:
+        locate("ptb/train.txt")
+    message = str(error.value)
+    assert "cannot write to the cache" in message and "MINIREC_CACHE" in message
+    assert "--data-dir" in message
+
+
+def test_connection_dropped_mid_download_is_a_data_error(tmp_path, monkeypatch):
+    register(monkeypatch, PTB_FILES, url_root=tmp_path / "remote")
+
+    class DroppedResponse(io.BytesIO):
+        def read(self, size=-1):
+            raise http.client.IncompleteRead(b"the cat", 100)
+
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", lambda url, timeout: DroppedResponse())
+    with pytest.raises(DataError, match="IncompleteRead"):
+        locate("ptb/train.txt")
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_damaged_cache_file_is_replaced_not_deleted_first(tmp_path, monkeypatch):
+    # Two runs may meet the same damaged file; neither deletes it, the verified download
+    # replaces it, so neither can trip over the other's unlink.
+    register(monkeypatch, PTB_FILES, url_root=tmp_path / "unreachable")
+    write_files(tmp_path / "cache", {"ptb/train.txt": "truncated"})
+    with pytest.raises(DataError, match="not found and not downloaded"):
+        locate("ptb/train.txt")
+    assert (tmp_path / "cache" / "ptb" / "train.txt").read_text() == "truncated"
+
+
+def test_unreadable_local_copy_is_a_data_error(tmp_path, monkeypatch):
+    # e.g. another user's file in a shared directory (root, who runs CI, can read anything,
+    # so the permission error is simulated).
+    write_files(tmp_path / "mydata", PTB_FILES)
+    register(monkeypatch, PTB_FILES, url_root=tmp_path / "unreachable")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(download_module, "open", refuse, raising=False)
+    with pytest.raises(DataError, match="cannot read .*Permission denied"):
+        locate("ptb/train.txt", data_dir=tmp_path / "mydata")
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("1 un film très bon\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8") as error:
+        read_sst_file(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_ptb_tokens(path)
 
 
 def test_unknown_file_is_a_data_error():

@@ -18,6 +18,7 @@ never leaves a file that looks complete.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import tempfile
@@ -74,11 +75,15 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
+    """The sha256 hex digest of a file, read in chunks. An unreadable file raises
+    :class:`DataError` naming it."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from error
     return digest.hexdigest()
 
 
@@ -109,10 +114,11 @@ def locate(
     if cached.is_file():
         if sha256_of(cached) == SHA256[relpath]:
             return cached
-        # The cache is ours: a stale or damaged file there is replaced by a new download.
+        # The cache is ours: a stale or damaged file there is replaced by a new download. It is
+        # not deleted first: the verified download replaces it atomically, and a run beside this
+        # one may be reading it or may just have put a good copy there.
         if not download:
             _check(cached, relpath)  # raises, naming both checksums
-        cached.unlink()
 
     if not download:
         raise DataError(_missing_message(relpath, data_dir, "downloading is disabled"))
@@ -146,12 +152,18 @@ def _download(relpath: str, target: Path, data_dir) -> Path:
     """Fetch ``URLS[relpath]`` into ``target`` through a verified temporary file."""
     url = URLS[relpath]
     expected = SHA256[relpath]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"minirec: downloading {relpath} from {url}", file=sys.stderr)
-
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    temp_path = Path(temp_name)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as error:
+        reason = f"cannot write to the cache {cache_dir()} ({error}); set MINIREC_CACHE to a writable directory"
+        raise DataError(_missing_message(relpath, data_dir, reason)) from error
+    temp_path = Path(temp_name)
+    print(f"minirec: downloading {relpath} from {url}", file=sys.stderr)
+    try:
+        # mkstemp makes the file private (0600); a cache may be shared, so give the file the
+        # permissions an ordinary new file gets under the user's umask.
+        os.fchmod(handle, 0o666 & ~_umask())
         digest = hashlib.sha256()
         with (
             os.fdopen(handle, "wb") as out,
@@ -169,7 +181,7 @@ def _download(relpath: str, target: Path, data_dir) -> Path:
                 f"  actual   sha256 {actual}"
             )
         os.replace(temp_path, target)
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         temp_path.unlink(missing_ok=True)
         reason = f"download from {url} failed ({error})"
         raise DataError(_missing_message(relpath, data_dir, reason)) from error
@@ -177,6 +189,13 @@ def _download(relpath: str, target: Path, data_dir) -> Path:
         temp_path.unlink(missing_ok=True)
         raise
     return target
+
+
+def _umask() -> int:
+    """The process's umask (it can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _missing_message(relpath: str, data_dir, reason: str) -> str:

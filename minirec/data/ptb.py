@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .download import locate
+from .download import DataError, locate
 from .vocab import EOS, Vocab
 
 __all__ = [
@@ -41,10 +41,13 @@ class PTBCorpus:
 def read_ptb_tokens(path: str | os.PathLike) -> list[str]:
     """All tokens of a PTB file: each line split on whitespace, then ``<eos>``."""
     tokens: list[str] = []
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            tokens.extend(line.split())
-            tokens.append(EOS)
+    try:
+        with open(path, encoding="utf-8") as file:
+            for line in file:
+                tokens.extend(line.split())
+                tokens.append(EOS)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
     return tokens
 
 
@@ -78,7 +81,10 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
     ``n_steps = len(ids) // batch_size``; the remainder at the end is dropped.
     Column ``b`` is ``ids[b * n_steps : (b + 1) * n_steps]``.
     """
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"batchify expects integer token ids, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64, copy=False)
     if ids.ndim != 1:
         raise ValueError(f"batchify expects a 1-D array of ids, got shape {ids.shape}")
     if batch_size < 1:

@@ -68,22 +68,29 @@ def read_sst_file(path: str | os.PathLike, num_classes: int | None = None) -> li
     raises :class:`DataError` naming the file and line number.
     """
     sentences = []
-    with open(path, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            label_text, *tokens = line.split()
-            where = f"{path}, line {line_number}"
-            if not tokens:
-                raise DataError(f"{where}: expected 'LABEL sentence', got {line!r}")
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise DataError(f"{where}: the label {label_text!r} is not an integer") from None
-            if num_classes is not None and not 0 <= label < num_classes:
-                raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1}")
-            sentences.append((tokens, label))
+    try:
+        with open(path, encoding="utf-8") as file:
+            for line_number, line in enumerate(file, start=1):
+                _parse_line(line, f"{path}, line {line_number}", num_classes, sentences)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
     return sentences
+
+
+def _parse_line(line: str, where: str, num_classes: int | None, sentences: list) -> None:
+    """Append ``(tokens, label)`` of one line to ``sentences`` (a blank line adds nothing)."""
+    if not line.strip():
+        return
+    label_text, *tokens = line.split()
+    if not tokens:
+        raise DataError(f"{where}: expected 'LABEL sentence', got {line!r}")
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise DataError(f"{where}: the label {label_text!r} is not an integer") from None
+    if num_classes is not None and not 0 <= label < num_classes:
+        raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1}")
+    sentences.append((tokens, label))
 
 
 def load_sst(
@@ -138,8 +145,7 @@ def bucket_batches(
     ``numpy.random.default_rng()`` when None): the same generator state gives the same
     epoch. Without ``shuffle`` no randomness is used. The last batch may be smaller.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    _check_sizes(batch_size, pool_batches)
     lengths = np.array([len(ids) for ids, _ in examples], dtype=np.int64)
     order = np.arange(len(examples))
     if shuffle:
@@ -157,6 +163,12 @@ def bucket_batches(
 
     # The order is fixed (and rng consumed) now; padding happens lazily, batch by batch.
     return (_pad([examples[i] for i in batch], pad_id) for batch in batches)
+
+
+def _check_sizes(batch_size: int, pool_batches: int) -> None:
+    for name, value in (("batch_size", batch_size), ("pool_batches", pool_batches)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def _pad(examples: list[tuple[np.ndarray, int]], pad_id: int) -> SSTBatch:
@@ -187,6 +199,7 @@ class SSTBatches:
         pad_id: int = 0,
         pool_batches: int = 50,
     ):
+        _check_sizes(batch_size, pool_batches)
         self.examples = examples
         self.batch_size = batch_size
         self.shuffle = shuffle
