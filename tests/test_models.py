@@ -179,6 +179,20 @@ def test_language_model_rejects_bad_tokens():
         model(np.full((2, 2), 10))
 
 
+@pytest.mark.parametrize("bad, error, message", [
+    ([1, -1], IndexError, r"outside \[0, 10\) \(min -1"),  # -1 would silently pick word 9
+    ([1, 10], IndexError, r"outside \[0, 10\)"),
+    ([1.0, 2.0], TypeError, "integer ids, got dtype float64"),
+])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_decoder_cross_entropy_checks_the_targets(bad, error, message, transposed):
+    rng = np.random.default_rng(0)
+    h = Tensor(rng.standard_normal((2, 3)))
+    weight = Tensor(rng.standard_normal((10, 3) if transposed else (3, 10)))
+    with pytest.raises(error, match=message):
+        decoder_cross_entropy(h, weight, None, np.array(bad), transposed=transposed)
+
+
 # ---- sentence classifier ----------------------------------------------------------------------
 @pytest.mark.parametrize("pooling", ["last", "max"])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -239,9 +253,37 @@ def test_max_pooling_ignores_padded_steps():
 def test_classifier_rejects_bad_options():
     with pytest.raises(ValueError, match="pooling"):
         SentenceClassifier(10, 2, cell=pick_cell(), embedding_size=4, hidden_size=4, pooling="mean")
+    for vocab_size, num_classes, name in [(0, 2, "vocab_size"), (10, 1, "num_classes")]:
+        with pytest.raises(ValueError, match=name):
+            SentenceClassifier(vocab_size, num_classes, cell=pick_cell(), embedding_size=4, hidden_size=4)
     model = SentenceClassifier(10, 2, cell=pick_cell(), embedding_size=4, hidden_size=4)
     with pytest.raises(ValueError, match="mask"):
         model(np.zeros((3, 2), dtype=np.int64), np.ones((2, 3), dtype=bool))
+
+
+def bad_masks():
+    """(mask for tokens (3, 2), the error it must raise): each would silently pool the wrong steps."""
+    return [
+        (np.array([[1, 1], [1, 2], [0, 1]]), "only 0 and 1"),
+        (np.array([[1, 0], [1, 0], [0, 0]], dtype=bool), r"at least one real token; batch columns \[1\]"),
+        (np.array([[0, 1], [1, 1], [1, 1]], dtype=bool), "right-padded"),  # left padding
+        (np.array([[1, 1], [0, 1], [1, 1]], dtype=bool), "right-padded"),  # a gap
+    ]
+
+
+@pytest.mark.parametrize("model_kind", ["flat", "hierarchical"])
+def test_classifiers_refuse_masks_they_would_misread(model_kind):
+    if model_kind == "flat":
+        model = SentenceClassifier(10, 2, cell=pick_cell(), embedding_size=4, hidden_size=4)
+    else:
+        model = HierarchicalClassifier(10, 2, levels=hierarchy_levels(), embedding_size=4, hidden_size=4, chunk_size=2)
+    tokens = np.ones((3, 2), dtype=np.int64)
+    for mask, message in bad_masks():
+        with pytest.raises(ValueError, match=message):
+            model(tokens, mask)
+    with pytest.raises(ValueError, match="no time steps"):
+        model(np.ones((0, 2), dtype=np.int64))
+    model(tokens, np.array([[1, 1], [1, 1], [0, 1]]))  # an integer 0/1 mask is fine
 
 
 # ---- hierarchical classifier ------------------------------------------------------------------
@@ -305,6 +347,10 @@ def test_hierarchical_rejects_bad_options():
         HierarchicalClassifier(10, 2, levels=(cell,))
     with pytest.raises(ValueError, match="chunk_size"):
         HierarchicalClassifier(10, 2, levels=(cell, cell), chunk_size=0)
+    with pytest.raises(ValueError, match="num_classes must be at least 2"):
+        HierarchicalClassifier(10, 1, levels=(cell, cell))
+    with pytest.raises(ValueError, match="unidirectional"):
+        HierarchicalClassifier(10, 2, levels=(cell, cell), level_options=[{}, {"bidirectional": True}])
 
 
 # ---- the GPU ------------------------------------------------------------------------------------

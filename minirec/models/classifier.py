@@ -34,16 +34,40 @@ POOLINGS = ("last", "max")
 NEGATIVE_FILL = -1e9  # stands in for −∞ at padded steps under max pooling (finite: no inf − inf)
 
 
+def _check_sizes(vocab_size: int, num_classes: int) -> None:
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be at least 1, got {vocab_size}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+
+
 def _prepare_mask(mask, tokens, like_module):
-    """(mask array (T, B) bool on the model's device, lengths array (B,) int on that device)."""
+    """(mask array (T, B) bool on the model's device, lengths array (B,) int on that device).
+
+    Pooling and chunking read each sentence's last word at ``length − 1`` (and the backward
+    direction's at t = 0), so every sentence must be a non-empty prefix of its column: padding
+    after the words, never before or between them.
+    """
     xp = backend.get_xp(tokens)
+    if tokens.shape[0] == 0:
+        raise ValueError(f"tokens has no time steps (shape {tuple(tokens.shape)}): a sentence needs a word")
     if mask is None:
         mask = xp.ones(tokens.shape, dtype=bool)
-    else:
-        mask = to_model_device(mask, like_module).astype(bool)
-        if tuple(mask.shape) != tuple(tokens.shape):
-            raise ValueError(f"mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
-    return mask, mask.sum(axis=0)
+        return mask, mask.sum(axis=0)
+    mask = to_model_device(mask, like_module)
+    if tuple(mask.shape) != tuple(tokens.shape):
+        raise ValueError(f"mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
+    if mask.dtype != bool:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must contain only 0 and 1 (or True and False)")
+        mask = mask.astype(bool)
+    lengths = mask.sum(axis=0)
+    empty = xp.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(f"every sentence needs at least one real token; batch columns {empty.tolist()[:10]} have none")
+    if not bool((mask == (xp.arange(mask.shape[0])[:, None] < lengths[None, :])).all()):
+        raise ValueError("mask must be right-padded: True for each sentence's words, then False for its padding")
+    return mask, lengths
 
 
 def pool(y: Tensor, mask, lengths, how: str, bidirectional: bool) -> Tensor:
@@ -89,8 +113,7 @@ class SentenceClassifier(Module):
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        _check_sizes(vocab_size, num_classes)
         self.vocab_size, self.num_classes = int(vocab_size), int(num_classes)
         self.pooling, self.bidirectional = pooling, bool(bidirectional)
         self.embedding = Embedding(vocab_size, embedding_size)

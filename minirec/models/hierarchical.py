@@ -27,7 +27,7 @@ from minirec import backend
 from minirec.autograd.function import Tensor
 from minirec.nn import RNN, Dropout, Embedding, Linear, Module, WordDropout
 
-from .classifier import POOLINGS, _prepare_mask, pool
+from .classifier import POOLINGS, _check_sizes, _prepare_mask, pool
 from .language_model import reinit_uniform, to_model_device
 
 __all__ = ["HierarchicalClassifier"]
@@ -60,9 +60,13 @@ class HierarchicalClassifier(Module):
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
+        _check_sizes(vocab_size, num_classes)
         level_options = [{} for _ in levels] if level_options is None else [dict(o or {}) for o in level_options]
         if len(level_options) != len(levels):
             raise ValueError(f"level_options needs one entry per level ({len(levels)}), got {len(level_options)}")
+        if any(options.get("bidirectional") for options in level_options):
+            # chunk_vectors and last pooling read each level's output at the last real step only.
+            raise ValueError("the hierarchy's levels are unidirectional: drop bidirectional from level_options")
         self.levels, self.chunk_size, self.pooling = levels, int(chunk_size), pooling
         self.num_classes = int(num_classes)
         self.embedding = Embedding(vocab_size, embedding_size)

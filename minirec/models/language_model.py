@@ -73,6 +73,13 @@ class DecoderCrossEntropy(Function):
         if h.ndim != 2 or targets.shape != (n,):
             raise ValueError(f"decoder_cross_entropy: h must be (N, H) and targets (N,), got "
                              f"{tuple(h.shape)} and {tuple(targets.shape)}")
+        vocab_size = weight.shape[0 if transposed else 1]
+        if targets.dtype.kind not in "iu":
+            raise TypeError(f"decoder_cross_entropy: targets must be integer ids, got dtype {targets.dtype}")
+        # Checked here, not left to indexing: a negative id would silently pick a word from the end.
+        if n and (int(targets.min()) < 0 or int(targets.max()) >= vocab_size):
+            raise IndexError(f"decoder_cross_entropy: a target is outside [0, {vocab_size}) "
+                             f"(min {int(targets.min())}, max {int(targets.max())})")
         z = h @ (weight.T if transposed else weight)
         if bias is not None:
             z += bias
