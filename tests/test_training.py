@@ -29,6 +29,7 @@ from minirec.training import (
     TrainingError,
     add_arguments,
     learning_rate,
+    loop,
     resolve_config,
     run,
     train_ptb,
@@ -298,6 +299,149 @@ def test_resume_errors(ptb_dir, tmp_path):
         train_sst({"out": str(tmp_path / "done"), "resume": True})
 
 
+def test_ctrl_c_inside_an_epochs_first_batch_resumes_exactly(ptb_dir, tmp_path, monkeypatch):
+    # Stopped before epoch 2's first batch is done: the checkpoint must not carry epoch 1's
+    # dropout generator over epoch 2's seed.
+    straight = train_ptb(ptb_config(ptb_dir, tmp_path / "straight"))
+    original, calls = loop._PTB.step, []
+
+    def step(self, batch, carry):
+        calls.append(1)
+        if len(calls) == 9:  # epoch 1 has 8 batches
+            raise KeyboardInterrupt
+        return original(self, batch, carry)
+
+    monkeypatch.setattr(loop._PTB, "step", step)
+    out = tmp_path / "interrupted"
+    assert train_ptb(ptb_config(ptb_dir, out))["status"] == "interrupted"
+    monkeypatch.setattr(loop._PTB, "step", original)
+    meta = load_checkpoint(out / CHECKPOINT).meta
+    assert (meta["epochs_done"], meta["in_epoch"], meta["batches_done"]) == (1, True, 0)
+    resumed = train_ptb({"out": str(out), "resume": True, "verbose": False})
+    assert curve(resumed) == curve(straight) and resumed["test"] == straight["test"]
+
+
+def test_a_second_ctrl_c_lets_the_optimiser_step_finish(ptb_dir, tmp_path, monkeypatch):
+    straight = train_ptb(ptb_config(ptb_dir, tmp_path / "straight"))
+    optimizer = loop.SGD
+    original, calls = optimizer.step, []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 11:  # epoch 2, batch 3: Ctrl-C twice in the middle of the update
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        original(self)
+
+    monkeypatch.setattr(optimizer, "step", step)
+    out = tmp_path / "interrupted"
+    stopped = train_ptb(ptb_config(ptb_dir, out))
+    monkeypatch.setattr(optimizer, "step", original)
+    assert stopped["status"] == "interrupted" and "after batch 3" in stopped["message"]
+    resumed = train_ptb({"out": str(out), "resume": True, "verbose": False})
+    assert curve(resumed) == curve(straight) and resumed["test"] == straight["test"]
+
+
+def test_ctrl_c_during_the_test_evaluation_keeps_the_last_epochs_checkpoint(ptb_dir, tmp_path, monkeypatch):
+    # The test runs on the best epoch's weights; saving those as the checkpoint would make a
+    # later --resume --epochs N continue from the wrong model.
+    straight = train_ptb(ptb_config(ptb_dir, tmp_path / "straight", epochs=3))
+    original = loop._PTB.evaluate
+
+    def evaluate(self, split):
+        if split == "test":
+            raise KeyboardInterrupt
+        return original(self, split)
+
+    monkeypatch.setattr(loop._PTB, "evaluate", evaluate)
+    out = tmp_path / "interrupted"
+    stopped = train_ptb(ptb_config(ptb_dir, out, epochs=2))
+    monkeypatch.setattr(loop._PTB, "evaluate", original)
+    assert stopped["status"] == "interrupted" and "test evaluation" in stopped["message"]
+    checkpoint = load_checkpoint(out / CHECKPOINT)
+    assert checkpoint.meta["epochs_done"] == 2 and not checkpoint.meta["in_epoch"]
+    tested = train_ptb({"out": str(out), "resume": True, "verbose": False})  # runs the test again
+    assert tested["status"] == "completed" and tested["test"] is not None
+    longer = train_ptb({"out": str(out), "resume": True, "epochs": 3, "verbose": False})
+    assert curve(longer) == curve(straight) and longer["test"] == straight["test"]
+
+
+def test_interrupted_best_model_write_leaves_best_and_checkpoint_in_step(ptb_dir, tmp_path, monkeypatch):
+    original = loop.save_checkpoint
+
+    def save(path, *args, **kwargs):
+        if Path(path).name == BEST and kwargs["meta"]["best"]["epoch"] == 2:
+            raise KeyboardInterrupt  # as if a second Ctrl-C cut the write (the file is written atomically)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    out = tmp_path / "run"
+    stopped = train_ptb(ptb_config(ptb_dir, out, dropout=0.0, lr=0.2))  # valid ppl 38.1, then 37.4
+    assert stopped["status"] == "interrupted"
+    best_file = load_checkpoint(out / BEST).meta["best"]
+    assert best_file["epoch"] == 1  # (epoch 2 was better: its write was cut)
+    assert load_checkpoint(out / CHECKPOINT).meta["best"] == best_file
+    assert stopped["best_epoch"] == 1
+
+
+def test_a_fresh_run_never_overwrites_another_runs_files(ptb_dir, tmp_path):
+    out = tmp_path / "run"
+    train_ptb(ptb_config(ptb_dir, out, epochs=1))
+    (out / CHECKPOINT).unlink()  # e.g. deleted to save space; results.json and best.npz remain
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(TrainingError, match="already holds another run"):
+        train_ptb(ptb_config(ptb_dir, out, epochs=1, seed=5))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(TrainingError, match="is a file, not a directory"):
+        train_ptb(ptb_config(ptb_dir, tmp_path / "a-file", epochs=1))
+
+
+def test_a_damaged_or_wrong_checkpoint_is_named(ptb_dir, tmp_path):
+    out = tmp_path / "run"
+    train_ptb(ptb_config(ptb_dir, out, epochs=1))
+    good = (out / CHECKPOINT).read_bytes()
+    for damaged in (good[:3000], b"", b"hello"):
+        (out / CHECKPOINT).write_bytes(damaged)
+        with pytest.raises(TrainingError, match="not a readable minirec checkpoint"):
+            train_ptb({"out": str(out), "resume": True, "verbose": False})
+    (out / CHECKPOINT).write_bytes((out / BEST).read_bytes())  # the best weights, not a training state
+    with pytest.raises(TrainingError, match="not a training checkpoint"):
+        train_ptb({"out": str(out), "resume": True, "verbose": False})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"clip": -1.0}, "clip must be >= 0"),  # would flip the gradient's sign
+    ({"lr_decay": 0.0}, "lr_decay must be > 0"),  # was silently read as 1
+    ({"lr_decay": -0.5}, "lr_decay must be > 0"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+    ({"seed": -1}, "seed must be >= 0"),
+    ({"init_range": -0.1}, "init_range must be >= 0"),
+    ({"bidirectional": True}, "bidirectional applies to sst only"),
+    ({"cell_options": {"no_such_option": 1}}, "cell options .*no_such_option.* not accepted by"),
+])
+def test_bad_option_values_are_refused_by_name(ptb_dir, change, message):
+    with pytest.raises(ValueError, match=message):
+        train_ptb(ptb_config(ptb_dir, **change))
+
+
+def test_ctrl_c_while_drawing_the_curves_still_completes(ptb_dir, tmp_path, monkeypatch):
+    from minirec.training import plots
+
+    original = plots.plot_curves
+
+    def plot(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_curves", plot)
+    results = train_ptb(ptb_config(ptb_dir, tmp_path / "run", epochs=1))
+    assert results["status"] == "completed"
+    assert json.loads((tmp_path / "run" / RESULTS).read_text())["status"] == "completed"
+    assert (tmp_path / "run" / CURVES).is_file()
+
+
 # ---- divergence ---------------------------------------------------------------------------------
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ptb_dir, tmp_path, monkeypatch):
     """NaN injected into the decoder bias after batch 2 of epoch 2: batch 3's loss is NaN."""
@@ -351,7 +495,11 @@ def test_sst_hierarchical_levels(sst_dir):
     if "fofe" not in cell_names():
         pytest.skip("needs fofe")
     upper = next((c for c in ("sgu", "gru", "lstm") if c in cell_names()), "fofe")
-    results = train_sst(sst_config(sst_dir, levels=f"fofe,{upper}", chunk_size=3, epochs=1, word_dropout=0.3))
+    config = sst_config(sst_dir, levels=f"fofe,{upper}", chunk_size=3, epochs=1, word_dropout=0.3)
+    with pytest.raises(ValueError, match=r"\['layers'\] do not apply with levels"):
+        train_sst(config)  # layers=1 would be recorded but not used
+    del config["layers"]
+    results = train_sst(config)
     assert results["status"] == "completed"
     assert results["config"]["word_dropout"] == 0.3
     assert results["config"]["levels"] == ["fofe", upper]

@@ -20,7 +20,11 @@ different dropout masks for the rest of that epoch).
 
 Stopping. The first Ctrl-C (SIGINT, when running in the main thread) lets the current batch
 finish, then saves a checkpoint and returns with status "interrupted"; a second one aborts at
-once (the last complete batch is still saved unless the optimiser step was under way). A loss
+once, except inside a state update (an optimiser step and its bookkeeping, the end-of-epoch
+records and files, the final files), which it lets finish first, so that what is saved is always
+one consistent state; the last complete batch is saved. An interrupt during the final test
+evaluation saves nothing (the weights in memory are then the best epoch's, not the last): the
+checkpoint of the last epoch is kept, and ``--resume`` runs the test again. A loss
 or gradient norm that is NaN or inf stops the run (status "diverged") with a message naming the
 epoch and batch; the last good checkpoint is left as it was.
 """
@@ -35,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from itertools import islice
 from pathlib import Path
 
@@ -63,6 +68,18 @@ class _Diverged(Exception):
 
 
 # ---- the two tasks ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _naming_cell_options(config):
+    """A cell that does not take a given option raises TypeError (an unexpected keyword): say
+    which option and which cell."""
+    try:
+        yield
+    except TypeError as error:
+        if not config["cell_options"] or "keyword argument" not in str(error):
+            raise
+        raise ValueError(f"cell options {config['cell_options']} not accepted by {config['cell']!r}: {error}") from None
+
+
 class _PTB:
     """Word-level language modelling: windows of ``bptt`` steps, the state carried across them."""
 
@@ -79,11 +96,12 @@ class _PTB:
         eval_batch = config["eval_batch_size"] or config["batch_size"]
         self.train_data = batchify(corpus.train, config["batch_size"])
         self.eval_data = {"valid": batchify(corpus.valid, eval_batch), "test": batchify(corpus.test, eval_batch)}
-        self.model = LanguageModel(
-            self.vocab_size, cell=config["cell"], embedding_size=config["embedding"], hidden_size=config["hidden"],
-            num_layers=config["layers"], dropout=config["dropout"], tie_weights=config["tie_weights"],
-            init_range=config["init_range"], **config["cell_options"],
-        )
+        with _naming_cell_options(config):
+            self.model = LanguageModel(
+                self.vocab_size, cell=config["cell"], embedding_size=config["embedding"],
+                hidden_size=config["hidden"], num_layers=config["layers"], dropout=config["dropout"],
+                tie_weights=config["tie_weights"], init_range=config["init_range"], **config["cell_options"],
+            )
 
     def n_train_batches(self):
         from minirec.data import n_windows
@@ -150,10 +168,11 @@ class _SST:
                 **common,
             )
         else:
-            self.model = SentenceClassifier(
-                self.vocab_size, self.corpus.num_classes, cell=config["cell"], num_layers=config["layers"],
-                bidirectional=config["bidirectional"], **common, **config["cell_options"],
-            )
+            with _naming_cell_options(config):
+                self.model = SentenceClassifier(
+                    self.vocab_size, self.corpus.num_classes, cell=config["cell"], num_layers=config["layers"],
+                    bidirectional=config["bidirectional"], **common, **config["cell_options"],
+                )
 
     def n_train_batches(self):
         from minirec.data import SSTBatches
@@ -297,19 +316,31 @@ def _progress_bar(config, total, epoch):
 
 class _SigintDeferred:
     """Within the block, the first SIGINT sets ``requested`` (the loop stops at the next batch
-    boundary); a second raises KeyboardInterrupt at once. Off the main thread, Ctrl-C cannot be
-    caught here and arrives as KeyboardInterrupt, which the loop also handles."""
+    boundary); a second raises KeyboardInterrupt at once, unless it arrives inside `protected`,
+    which then finishes first (the loop checks ``requested`` after it). Off the main thread,
+    Ctrl-C cannot be caught here and arrives as KeyboardInterrupt, which the loop also handles."""
 
     def __init__(self):
         self.requested = False
         self.previous = None
+        self.protecting = 0
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.requested and not self.protecting:
             raise KeyboardInterrupt
+        if not self.requested:
+            print("\nminirec: interrupt received; stopping at the end of this batch (Ctrl-C again to abort now)",
+                  file=sys.stderr, flush=True)
         self.requested = True
-        print("\nminirec: interrupt received; stopping at the end of this batch (Ctrl-C again to abort now)",
-              file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def protected(self):
+        """A state update that a second Ctrl-C must not cut in half."""
+        self.protecting += 1
+        try:
+            yield
+        finally:
+            self.protecting -= 1
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -331,24 +362,32 @@ class _Run:
         given = config
         resolved = resolve_config(task, given)
         self.out = Path(resolved["out"]) if resolved["out"] else None
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise TrainingError(f"--out {self.out} is a file, not a directory")
         checkpoint = None
         if resolved["resume"]:
             if self.out is None:
                 raise TrainingError("resume needs the run's directory: pass out=DIR (--out DIR)")
             if not (self.out / CHECKPOINT).is_file():
                 raise TrainingError(f"nothing to resume: no {CHECKPOINT} in {self.out}")
-            checkpoint = load_checkpoint(self.out / CHECKPOINT)
+            checkpoint = _load_training_checkpoint(self.out / CHECKPOINT)
             stored = checkpoint.meta["config"]
             if stored.get("task") != task:
                 raise TrainingError(f"{self.out / CHECKPOINT} is a {stored.get('task')} checkpoint, not {task}")
             resolved, notes = resume_config(stored, given)
             for note in notes:
                 _log(resolved, f"minirec: {note}")
-        elif self.out is not None and (self.out / CHECKPOINT).exists():
-            raise TrainingError(
-                f"{self.out} already holds a checkpoint ({CHECKPOINT}); pass --resume (resume=True) to continue "
-                "it, or choose another --out"
-            )
+        elif self.out is not None:
+            # A fresh run never writes over another run's files, checkpoint or not.
+            present = [name for name in (CHECKPOINT, BEST, RESULTS) if (self.out / name).exists()]
+            if CHECKPOINT in present:
+                raise TrainingError(
+                    f"{self.out} already holds a checkpoint ({CHECKPOINT}); pass --resume (resume=True) to "
+                    "continue it, or choose another --out"
+                )
+            if present:
+                raise TrainingError(f"{self.out} already holds another run ({', '.join(present)}); choose another "
+                                    "--out (or delete those files)")
         self.config = config = resolved
         if config["device"] == "gpu" and not backend.cuda_available():
             raise TrainingError("device 'gpu' requested but CUDA is not usable here (no CuPy or no GPU)")
@@ -374,7 +413,11 @@ class _Run:
         self.epoch_data_state = None  # the SST shuffling generator at the start of the current epoch
         self.dropout_state = None  # numpy dropout generator after the last complete batch
         if checkpoint is not None:
-            self._restore(checkpoint)
+            try:
+                self._restore(checkpoint)
+            except (KeyError, ValueError, TypeError) as error:
+                raise TrainingError(f"{self.out / CHECKPOINT} does not fit the model its configuration builds "
+                                    f"({type(error).__name__}: {error})") from error
 
     # ---- state ---------------------------------------------------------------------------------
     @staticmethod
@@ -438,8 +481,11 @@ class _Run:
             self.dropout_state = meta.get("dropout_rng")
             if meta.get("carry") is not None:
                 self.carry = unflatten_state(meta["carry"], checkpoint.extra, self.config["device"])
-        if self.best is not None and self.out is not None and not (self.out / BEST).is_file():
-            self.best = None  # the best model's file is gone: start the comparison afresh
+        if self.best is not None and self.out is not None:
+            if not (self.out / BEST).is_file():
+                self.best = None  # the best model's file is gone: start the comparison afresh
+            else:  # the file is the truth about which epoch's weights the test will use
+                self.best = _load_training_checkpoint(self.out / BEST, need=("best",)).meta["best"]
         _log(self.config, f"minirec: resuming {self.out / CHECKPOINT} at epoch {self.epochs_done + 1}"
              + (f", batch {self.batches_done + 1}" if self.in_epoch else ""))
 
@@ -456,11 +502,12 @@ class _Run:
         return metrics[key] < self.best[key]
 
     def _save_best(self, epoch, metrics):
-        self.best = {"epoch": epoch, "loss": metrics["loss"], self.task.metric: metrics[self.task.metric]}
+        best = {"epoch": epoch, "loss": metrics["loss"], self.task.metric: metrics[self.task.metric]}
         if self.out is None:
             self.best_state = self.model.state_dict()
         else:
-            save_checkpoint(self.out / BEST, self.model.state_dict(), meta={"best": self.best, "config": self.config})
+            save_checkpoint(self.out / BEST, self.model.state_dict(), meta={"best": best, "config": self.config})
+        self.best = best  # only once the file holds these weights
 
     def _load_best(self) -> bool:
         if self.out is not None and (self.out / BEST).is_file():
@@ -506,7 +553,9 @@ class _Run:
         resuming = self.in_epoch
         backend.manual_seed(_epoch_seed(config["seed"], epoch))
         if not resuming:
-            self.sums, self.carry, self.train_time = self._zero_sums(), None, 0.0
+            # (dropout_state too: a checkpoint taken before this epoch's first batch ends must not
+            # carry the previous epoch's generator over this epoch's seed)
+            self.sums, self.carry, self.train_time, self.dropout_state = self._zero_sums(), None, 0.0, None
         elif self.dropout_state is not None:
             backend.rng(np).bit_generator.state = self.dropout_state
         # (a resumed SST run had its shuffling generator set back to this epoch's start by _restore)
@@ -537,17 +586,16 @@ class _Run:
                 norm = clip_grad_norm(self.params, clip) if clip else _grad_norm(self.params)
                 if not math.isfinite(norm):
                     raise _Diverged(f"non-finite gradient norm ({norm}) at epoch {epoch}, batch {index}")
-                self._in_step = True
-                self.optimizer.step()
-                self._in_step = False
-                self.carry = carry
-                self.batches_done = index
-                sums = self.sums
-                sums["loss"] += loss_value * stats["count"]
-                sums["count"] += stats["count"]
-                sums["correct"] += stats.get("correct", 0)
-                sums["tokens"] += stats["tokens"]
-                self.dropout_state = backend.rng(np).bit_generator.state
+                with self.sigint.protected():  # the weights and the recorded position move together
+                    self.optimizer.step()
+                    self.carry = carry
+                    self.batches_done = index
+                    sums = self.sums
+                    sums["loss"] += loss_value * stats["count"]
+                    sums["count"] += stats["count"]
+                    sums["correct"] += stats.get("correct", 0)
+                    sums["tokens"] += stats["tokens"]
+                    self.dropout_state = backend.rng(np).bit_generator.state
                 now = time.perf_counter()
                 self.train_time += now - start
                 start = now
@@ -568,7 +616,7 @@ class _Run:
 
     def run(self) -> dict:
         config, task = self.config, self.task
-        self._in_step = False
+        self.testing = False
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
         _log(config, f"minirec: training {self.task_name} with {_model_label(config)} "
@@ -590,13 +638,14 @@ class _Run:
                     record["train_time_s"] = self.train_time
                     record["tokens_per_s"] = self.sums["tokens"] / max(self.train_time, 1e-9)
                     record["batches"] = self.batches_done
-                    self.history.append(record)
-                    self.epochs_done, self.batches_done, self.in_epoch = epoch, 0, False
-                    if self._is_better(valid):
-                        self._save_best(epoch, valid)
-                    self.total_time = time_before + time.perf_counter() - run_start
-                    self._save_checkpoint()
-                    self._write_results(self.results("running"), plot=False)
+                    with self.sigint.protected():
+                        self.history.append(record)
+                        self.epochs_done, self.batches_done, self.in_epoch = epoch, 0, False
+                        if self._is_better(valid):
+                            self._save_best(epoch, valid)
+                        self.total_time = time_before + time.perf_counter() - run_start
+                        self._save_checkpoint()
+                        self._write_results(self.results("running"), plot=False)
                     metric = task.metric
                     _log(config, f"epoch {epoch:3d} | lr {record['lr']:.4g} | train {metric} "
                          f"{record[f'train_{metric}']:.4g} | valid {metric} {record[f'valid_{metric}']:.4g} | "
@@ -605,6 +654,7 @@ class _Run:
                     if self.sigint.requested:  # Ctrl-C during the evaluation: stop here, all saved
                         raise KeyboardInterrupt
                 test = None
+                self.testing = True  # from here on the model may hold the best epoch's weights
                 if self._load_best():
                     test = task.evaluate("test")
                     _log(config, f"test {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
@@ -619,18 +669,20 @@ class _Run:
                 results = self.results("diverged", message)
             except KeyboardInterrupt:
                 self.total_time = time_before + time.perf_counter() - run_start
-                message = self._on_interrupt(epoch)
+                with self.sigint.protected():
+                    message = self._on_interrupt(epoch)
                 print(f"minirec: {message}", file=sys.stderr, flush=True)
                 results = self.results("interrupted", message)
-        self._write_results(results, plot=True)
+            with self.sigint.protected():
+                self._write_results(results, plot=True)
         return results
 
     def _on_interrupt(self, epoch) -> str:
         if self.out is None:
             return f"interrupted in epoch {epoch}; nothing saved (no --out directory)"
-        if self._in_step:
-            return (f"interrupted during an optimiser step in epoch {epoch}; the previous checkpoint "
-                    f"({self.out / CHECKPOINT}) is kept")
+        if self.testing:
+            return (f"interrupted during the test evaluation; the checkpoint after epoch {self.epochs_done} "
+                    f"({self.out / CHECKPOINT}) is kept (--resume runs the test again)")
         path = self._save_checkpoint()
         if not self.in_epoch:
             return f"interrupted after epoch {self.epochs_done}; checkpoint saved to {path} (continue with --resume)"
@@ -638,12 +690,28 @@ class _Run:
                 f"(continue with --resume)")
 
 
+def _load_training_checkpoint(path, need=("config", "epochs_done")):
+    """`load_checkpoint`, with a `TrainingError` naming the file when it is damaged or is not a
+    checkpoint of a training run (``need``: the meta keys it must have)."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise TrainingError(f"{path} is not a readable minirec checkpoint ({type(error).__name__}: {error})") from error
+    missing = [key for key in need if key not in checkpoint.meta]
+    if missing:
+        raise TrainingError(f"{path} is not a training checkpoint (its metadata lacks {missing})")
+    return checkpoint
+
+
 def train(task: str, config=None, *, on_batch=None, **overrides) -> dict:
     """Train on ``task`` ("ptb" or "sst") and return the results dict (also written to
-    ``out/results.json`` when ``out`` is set). ``config`` is a dict (or argparse Namespace) of
-    configuration keys, ``overrides`` more of them. ``on_batch(epoch, batch, loss)`` is called
-    after every training batch (for tests and monitoring)."""
-    given = {} if config is None else dict(config if isinstance(config, dict) else vars(config))
+    ``out/results.json`` when ``out`` is set). ``config`` is a dict of configuration keys
+    (`presets.DEFAULTS`), ``overrides`` more of them; the command line builds one from its
+    options. ``on_batch(epoch, batch, loss)`` is called after every training batch (for tests
+    and monitoring)."""
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of configuration keys, got {type(config).__name__}")
+    given = {} if config is None else dict(config)
     given.update(overrides)
     return _Run(task, given, on_batch=on_batch).run()
 

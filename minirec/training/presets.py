@@ -133,10 +133,20 @@ def resolve_config(task: str, config=None) -> dict:
             raise ValueError(f"unknown preset {preset!r} for {task}; known presets: {sorted(PRESETS[task])}")
         resolved.update(copy.deepcopy(PRESETS[task][preset]))
     resolved.update(copy.deepcopy(given))
-    if resolved.get("init_range") is not None and float(resolved["init_range"]) <= 0:
-        resolved["init_range"] = None  # 0: keep each layer's own initialisation
+    if resolved.get("init_range") is not None:
+        if float(resolved["init_range"]) < 0:
+            raise ValueError(f"init_range must be >= 0 (0: each layer's own init), got {resolved['init_range']}")
+        if float(resolved["init_range"]) == 0:
+            resolved["init_range"] = None
     if isinstance(resolved.get("levels"), str):
         resolved["levels"] = [c.strip() for c in resolved["levels"].split(",") if c.strip()]
+    if resolved.get("levels"):
+        # The hierarchy names its own cells and depth: a flat-RNN option given beside it would be
+        # recorded in results.json without having been used.
+        unused = sorted(key for key in ("cell", "cell_options", "layers", "bidirectional")
+                        if key in given and given[key] != DEFAULTS[task][key])
+        if unused:
+            raise ValueError(f"{unused} do not apply with levels={resolved['levels']} (the hierarchical classifier)")
     _validate(resolved)
     return resolved
 
@@ -159,7 +169,7 @@ def resume_config(stored: dict, config=None) -> tuple[dict, list[str]]:
 
 def learning_rate(config: dict, epoch: int) -> float:
     """The learning rate of ``epoch`` (1-based) under the configuration's schedule."""
-    decay = config.get("lr_decay") or 1.0
+    decay = 1.0 if config.get("lr_decay") is None else config["lr_decay"]
     return float(config["lr"]) * float(decay) ** max(epoch - int(config.get("decay_after") or 0), 0)
 
 
@@ -179,6 +189,13 @@ def _validate(config: dict) -> None:
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config['optimizer']!r}")
     if float(config["lr"]) <= 0:
         raise ValueError(f"lr must be > 0, got {config['lr']}")
+    if config.get("lr_decay") is not None and float(config["lr_decay"]) <= 0:
+        raise ValueError(f"lr_decay must be > 0 (1: no decay), got {config['lr_decay']}")
+    for key in ("clip", "weight_decay", "seed", "decay_after"):  # clip 0: no clipping
+        if config.get(key) is not None and float(config[key]) < 0:
+            raise ValueError(f"{key} must be >= 0, got {config[key]}")
+    if config["task"] == "ptb" and config.get("bidirectional"):
+        raise ValueError("bidirectional applies to sst only: a language model reads left to right")
     if config["device"] not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {config['device']!r}")
     if config["task"] == "sst" and config["pooling"] not in ("last", "max"):
