@@ -425,6 +425,26 @@ def test_bad_option_values_are_refused_by_name(ptb_dir, change, message):
         train_ptb(ptb_config(ptb_dir, **change))
 
 
+def test_ctrl_c_after_a_step_that_broke_the_weights_saves_nothing(ptb_dir, tmp_path, monkeypatch):
+    optimizer = loop.SGD
+    original, calls = optimizer.step, []
+
+    def step(self):
+        original(self)
+        calls.append(1)
+        if len(calls) == 10:  # epoch 2, batch 2: this step overflowed, and Ctrl-C came
+            self.params[0].data[...] = np.inf
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(optimizer, "step", step)
+    out = tmp_path / "run"
+    stopped = train_ptb(ptb_config(ptb_dir, out))
+    assert stopped["status"] == "interrupted" and "no longer finite" in stopped["message"]
+    checkpoint = load_checkpoint(out / CHECKPOINT)
+    assert checkpoint.meta["epochs_done"] == 1 and not checkpoint.meta["in_epoch"]
+    assert all(np.isfinite(v).all() for v in checkpoint.model.values())
+
+
 def test_ctrl_c_while_drawing_the_curves_still_completes(ptb_dir, tmp_path, monkeypatch):
     from minirec.training import plots
 

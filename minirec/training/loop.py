@@ -412,6 +412,7 @@ class _Run:
         self.total_time = 0.0
         self.epoch_data_state = None  # the SST shuffling generator at the start of the current epoch
         self.dropout_state = None  # numpy dropout generator after the last complete batch
+        self.testing = False  # the epochs are done; the model may hold the best epoch's weights
         if checkpoint is not None:
             try:
                 self._restore(checkpoint)
@@ -616,7 +617,6 @@ class _Run:
 
     def run(self) -> dict:
         config, task = self.config, self.task
-        self.testing = False
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
         _log(config, f"minirec: training {self.task_name} with {_model_label(config)} "
@@ -654,7 +654,7 @@ class _Run:
                     if self.sigint.requested:  # Ctrl-C during the evaluation: stop here, all saved
                         raise KeyboardInterrupt
                 test = None
-                self.testing = True  # from here on the model may hold the best epoch's weights
+                self.testing = True
                 if self._load_best():
                     test = task.evaluate("test")
                     _log(config, f"test {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
@@ -683,6 +683,10 @@ class _Run:
         if self.testing:
             return (f"interrupted during the test evaluation; the checkpoint after epoch {self.epochs_done} "
                     f"({self.out / CHECKPOINT}) is kept (--resume runs the test again)")
+        if not self._parameters_finite():  # the last step diverged: such weights are no place to resume from
+            kept = (f"the previous checkpoint ({self.out / CHECKPOINT}) is kept" if (self.out / CHECKPOINT).is_file()
+                    else "no checkpoint was written")
+            return f"interrupted in epoch {epoch}, but the weights are no longer finite: {kept}"
         path = self._save_checkpoint()
         if not self.in_epoch:
             return f"interrupted after epoch {self.epochs_done}; checkpoint saved to {path} (continue with --resume)"
