@@ -231,3 +231,112 @@ def test_adam_matches_torch_in_float32():
         torch_opt.step()
     assert param.data.dtype == np.float32
     np.testing.assert_allclose(param.data, reference.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_adam_counts_steps_per_parameter():
+    # A parameter whose first gradient arrives at step 4 gets the first step's bias correction.
+    rng = np.random.default_rng(2)
+    early, late = nn.Parameter(rng.normal(size=3)), nn.Parameter(rng.normal(size=2))
+    start = late.data.copy()
+    opt = nn.Adam([early, late], lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    grads = [rng.normal(size=2) for _ in range(3)]
+    for step in range(6):
+        early.grad = rng.normal(size=3)
+        late.grad = grads[step - 3].copy() if step >= 3 else None
+        opt.step()
+    np.testing.assert_allclose(late.data, _textbook_adam(start, grads, 0.05, (0.8, 0.99), 1e-6, 0.0), rtol=1e-12)
+    resumed = nn.Adam([early, late], lr=0.05).load_state_dict(opt.state_dict())
+    assert (resumed.t, resumed.step_count) == ({0: 6, 1: 3}, 6)
+
+
+def test_optimizer_state_that_does_not_fit_is_refused_and_changes_nothing():
+    p, q = nn.Parameter(np.zeros(3)), nn.Parameter(np.zeros(2))
+    opt = nn.SGD([p, q], lr=0.5, momentum=0.9)
+    p.grad, q.grad = np.ones(3), np.ones(2)
+    opt.step()
+    before = opt.state_dict()
+    bad = {"lr": 0.01, "step_count": 99, "velocity.0": np.ones(1), "velocity.7": np.ones(3), "m.0": np.ones(3)}
+    with pytest.raises(ValueError) as error:
+        opt.load_state_dict(bad)
+    message = str(error.value)
+    assert "'velocity.0': shape (1,), parameter (3,)" in message  # would broadcast silently
+    assert "'velocity.7': there are only 2 parameters" in message
+    assert "'m.0' is not a SGD state entry" in message  # Adam's moments
+    after = opt.state_dict()
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_loaded_optimizer_state_is_a_copy():
+    state = {"lr": 0.1, "step_count": 1, "m.0": np.full(3, 0.1), "v.0": np.full(3, 0.1), "t.0": 1}
+    p = nn.Parameter(np.zeros(3))
+    opt = nn.Adam([p], lr=0.1).load_state_dict(state)
+    p.grad = np.ones(3)
+    opt.step()
+    np.testing.assert_array_equal(state["m.0"], np.full(3, 0.1))  # the caller's dict is untouched
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda ps: nn.Adam(ps, betas=(1.0, 0.999)), "betas"),
+    (lambda ps: nn.Adam(ps, eps=-1.0), "eps"),
+    (lambda ps: nn.Adam(ps, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: nn.SGD(ps, momentum=-0.5), "momentum"),
+])
+def test_bad_optimizer_settings_are_refused_by_name(make, message):
+    with pytest.raises(ValueError, match=message):
+        make([nn.Parameter(np.zeros(2))])
+
+
+def test_clip_grad_norm_accepts_an_iterator():
+    p = nn.Parameter(np.zeros(4))
+    p.grad = np.full(4, 3.0)
+    assert nn.clip_grad_norm(iter([p]), 1.0) == pytest.approx(6.0)
+    assert np.sqrt((p.grad**2).sum()) == pytest.approx(1.0, rel=1e-5)  # an iterator was used up, unclipped
+
+
+def test_load_state_dict_refuses_values_that_are_not_floats_and_changes_nothing():
+    model = MLP()
+    before = model.state_dict()
+    state = {k: v.copy() for k, v in before.items()}
+    state["layers.0.bias"] = np.array(["1.5"] * 16)
+    state["norm.gamma"] = np.ones(16, dtype=np.complex128)
+    with pytest.raises(nn.StateDictError, match="not floating point: layers.0.bias: <U3; norm.gamma: complex128"):
+        model.load_state_dict(state)
+    assert all(np.array_equal(model.state_dict()[k], before[k]) for k in before)
+
+
+def test_layers_refuse_an_input_of_another_dtype():
+    linear, norm = nn.Linear(3, 2), nn.LayerNorm(3)  # float32 weights
+    x = mr.tensor(np.ones((2, 3)))  # float64
+    for layer in (linear, norm):
+        with pytest.raises(TypeError, match="input has dtype float64 but the weights are float32"):
+            layer(x)
+
+
+def test_containers_that_discovery_cannot_see_are_an_error():
+    class Hidden(nn.Module):
+        def __init__(self, container):
+            self.parts = container
+
+    for container in ({"a": nn.Linear(2, 2)}, [nn.Linear(2, 2), None], [nn.Parameter(np.zeros(2))],
+                      [[nn.Linear(2, 2)]]):
+        with pytest.raises(TypeError, match="discovery cannot see"):
+            Hidden(container).parameters()
+    assert Hidden([1, 2]).parameters() == [] and Hidden({"k": 3}).parameters() == []  # plain data is fine
+
+
+def test_object_arrays_are_refused_before_a_good_file_is_replaced(tmp_path):
+    path = tmp_path / "m.npz"
+    nn.save_npz_atomic(path, {"w": np.ones(2)})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=r"\['carry'\] would be pickled"):
+        nn.save_npz_atomic(path, {"w": np.ones(2), "carry": np.array([None, np.ones(2)], dtype=object)})
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_loading_a_file_that_is_not_an_npz_names_it(tmp_path):
+    garbage, single = tmp_path / "garbage.npz", tmp_path / "arr.npy"
+    garbage.write_bytes(b"hello")
+    np.save(single, np.ones(3))
+    for path in (garbage, single):
+        with pytest.raises(ValueError, match=f"{path.name} is not a readable minirec .npz file"):
+            MLP().load(path)

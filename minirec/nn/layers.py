@@ -25,9 +25,12 @@ def uniform_parameter(shape, bound: float, dtype=None) -> Parameter:
     return Parameter(backend.rng().uniform(-bound, bound, size=shape).astype(dtype))
 
 
-def _check_last_dim(name, x, expected):
+def _check_input(name, x, expected, weight):
     if x.ndim < 1 or x.shape[-1] != expected:
         raise ValueError(f"{name}: expected input with last dimension {expected}, got shape {x.shape}")
+    if x.dtype != weight.dtype:  # the product would upcast, and the weight's gradient with it
+        raise TypeError(f"{name}: input has dtype {x.dtype} but the weights are {weight.dtype}; create the "
+                        "layer under the same default dtype (minirec.backend.set_default_dtype)")
 
 
 class Linear(Module):
@@ -40,7 +43,7 @@ class Linear(Module):
         self.bias = uniform_parameter((out_features,), bound, dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_last_dim("Linear", x, self.in_features)
+        _check_input("Linear", x, self.in_features, self.weight)
         y = x @ self.weight
         return y + self.bias if self.bias is not None else y
 
@@ -105,7 +108,7 @@ class LayerNorm(Module):
         self.beta = Parameter(np.zeros(normalized_size, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_last_dim("LayerNorm", x, self.normalized_size)
+        _check_input("LayerNorm", x, self.normalized_size, self.gamma)
         centred = x - x.mean(axis=-1, keepdims=True)
         variance = (centred * centred).mean(axis=-1, keepdims=True)
         return centred / (variance + self.eps) ** 0.5 * self.gamma + self.beta

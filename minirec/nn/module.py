@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,11 @@ class Module:
             elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
                 for i, v in enumerate(value):
                     yield f"{name}.{i}", v
+            elif _holds_parts(value):  # would be skipped: never trained, saved or put in eval mode
+                raise TypeError(
+                    f"{type(self).__name__}.{name}: a {type(value).__name__} holding Modules or Parameters that "
+                    "discovery cannot see; use a Module, a Parameter, or a list/tuple of Modules only"
+                )
 
     def named_parameters(self, prefix: str = ""):
         """(dotted name, Parameter) for this module and every submodule, each once."""
@@ -118,9 +124,14 @@ class Module:
             for k in set(own) & set(state)
             if tuple(np.shape(state[k])) != own[k].shape
         )
+        dtypes = {k: getattr(state[k], "dtype", None) or np.asarray(state[k]).dtype for k in set(own) & set(state)}
+        # strings, booleans and complex numbers would convert silently (complex ones losing half)
+        not_float = sorted(f"{k}: {dtype}" for k, dtype in dtypes.items() if dtype.kind != "f")
         problems = []
         if wrong:
             problems.append("wrong shapes: " + "; ".join(wrong))
+        if not_float:
+            problems.append("not floating point: " + "; ".join(not_float))
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
         if strict and unexpected:
@@ -129,8 +140,7 @@ class Module:
             raise StateDictError(f"load_state_dict for {type(self).__name__}: " + " | ".join(problems))
         for name, p in own.items():
             if name in state:
-                xp = backend.get_xp(p.data)
-                p.data = xp.asarray(state[name], dtype=p.dtype).copy()
+                p.data = backend.get_xp(p.data).array(state[name], dtype=p.dtype)  # a copy
         return self
 
     def save(self, path):
@@ -141,8 +151,7 @@ class Module:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
-        with np.load(path) as archive:
-            return self.load_state_dict(dict(archive), strict=strict)
+        return self.load_state_dict(load_npz(path), strict=strict)
 
     def __repr__(self):
         children = "".join(f"\n  ({n}): " + repr(c).replace("\n", "\n  ") for n, c in self.named_children())
@@ -150,6 +159,15 @@ class Module:
 
     def extra_repr(self) -> str:
         return ""
+
+
+def _holds_parts(value) -> bool:
+    """A container with a Module or Parameter inside that is not a plain list/tuple of Modules."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not isinstance(value, (list, tuple)):
+        return False
+    return any(isinstance(v, (Module, Parameter)) or _holds_parts(v) for v in value)
 
 
 class ModuleList(Module):
@@ -175,9 +193,27 @@ class ModuleList(Module):
         self.items.append(module)
 
 
+def load_npz(path) -> dict:
+    """The arrays of an .npz file written by `save_npz_atomic`, as a dict; a file that is not
+    one raises ValueError naming it."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable minirec .npz file ({type(error).__name__}: {error})") from error
+
+
 def save_npz_atomic(path, arrays: dict):
-    """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
+    """np.savez to a temporary file in the same folder, then rename: never a half-written file.
+    Object arrays are refused before anything is written: they would be pickled, and the
+    loaders (allow_pickle=False) could not read the file that replaced a good one."""
     path = Path(path)
+    pickled = sorted(key for key, value in arrays.items() if np.asarray(value).dtype.hasobject)
+    if pickled:
+        raise TypeError(f"cannot save {path}: {pickled} would be pickled (object arrays); save plain numbers")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)

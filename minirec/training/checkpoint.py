@@ -26,7 +26,7 @@ import numpy as np
 
 from minirec import backend
 from minirec.autograd.function import Tensor
-from minirec.nn import save_npz_atomic
+from minirec.nn.module import load_npz, save_npz_atomic
 
 __all__ = [
     "Checkpoint", "save_checkpoint", "load_checkpoint", "flatten_state", "unflatten_state", "write_json_atomic",
@@ -62,15 +62,16 @@ def load_checkpoint(path) -> Checkpoint:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     parts = {"model": {}, "optimizer": {}, "extra": {}}
-    with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(archive["meta"])) if "meta" in archive.files else {}
-        for key in archive.files:
-            if key == "meta":
-                continue
-            group, _, name = key.partition("/")
-            if group not in parts:
-                raise ValueError(f"{path}: unexpected entry {key!r} in a checkpoint")
-            parts[group][name] = archive[key]
+    arrays = load_npz(path)
+    try:
+        meta = json.loads(str(arrays.pop("meta"))) if "meta" in arrays else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: its metadata is not JSON ({error})") from error
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in parts:
+            raise ValueError(f"{path}: unexpected entry {key!r} in a checkpoint")
+        parts[group][name] = value
     return Checkpoint(parts["model"], parts["optimizer"], parts["extra"], meta)
 
 
