@@ -110,10 +110,11 @@ PROJECTED_SKIP = {"sru": {}, "qrnn": {"highway": True}}
 
 
 def cell_cases(names=None):
-    from minirec.cells import cell_names
+    from minirec.cells import cell_names, get_cell
 
     cases = []
     for name in names or cell_names():
+        name = get_cell(name).name  # the tables below use the registered (lower-case) names
         size = 4 if name in SQUARE_CELLS else 3
         common = dict(input_size=size, hidden_size=4)
         if name in PROJECTED_SKIP:

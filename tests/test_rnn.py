@@ -58,7 +58,7 @@ def test_stack_gradcheck_with_dropout_off_and_mask(cell):
 
 def test_dropout_between_layers_only_in_training():
     rnn = nn.RNN("sru", 4, 4, num_layers=2, dropout=0.5)
-    x = mr.tensor(np.ones((3, 2, 4)))
+    x = mr.tensor(np.ones((3, 2, 4), dtype=np.float32))
     rnn.eval()
     a, _ = rnn(x)
     b, _ = rnn(x)
@@ -72,6 +72,49 @@ def test_h0_per_layer_is_checked():
     rnn = nn.RNN("gru", 3, 4, num_layers=2)
     with pytest.raises(ValueError, match="one per layer"):
         rnn(mr.tensor(np.ones((2, 1, 3))), h0=[mr.tensor(np.zeros((1, 4)))])
+
+
+@pytest.mark.parametrize("cell", sorted(set(cell_names()) - {"fofe"}))
+def test_every_cell_refuses_weights_of_another_dtype(cell):
+    layer = get_cell(cell)(3, 4)  # float32 weights
+    with pytest.raises(TypeError, match="x has dtype float64 but the weights are float32"):
+        layer(mr.tensor(np.ones((2, 1, 3))))  # would upcast y, state and the weights' gradients
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "sru", "mingru"])
+def test_a_non_finite_h0_is_refused_like_a_non_finite_x(cell):
+    layer = get_cell(cell)(3, 4)
+    x = mr.tensor(np.ones((2, 1, 3), dtype=np.float32))
+    state = layer.init_state(1, np, np.float32)
+    bad = tuple(mr.tensor(np.full((1, 4), np.nan, dtype=np.float32)) for _ in range(len(state))) \
+        if isinstance(state, tuple) else mr.tensor(np.full((1, 4), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match=f"{cell}: h0 contains NaN or inf"):
+        layer(x, bad)
+
+
+def test_malformed_h0_and_mask_are_named():
+    x = mr.tensor(np.ones((2, 1, 3), dtype=np.float32))
+    h = mr.tensor(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="gru: h0 must be one Tensor of shape \\(1, 4\\), got a tuple"):
+        get_cell("gru")(3, 4)(x, (h,))
+    y, (h_last, c_last) = get_cell("lstm")(3, 4)(x, [h, h])  # a list works like a tuple
+    assert h_last.shape == c_last.shape == (1, 4)
+    with pytest.raises(ValueError, match="lstm: h0 must be a tuple of 2 tensors, got a Tensor"):
+        get_cell("lstm")(3, 4)(x, h)
+    with pytest.raises(TypeError, match="mask must be an array"):
+        get_cell("gru")(3, 4)(x, None, [[1], [1]])
+    with pytest.raises(ValueError, match="one per layer\\), got a Tensor"):
+        nn.RNN("gru", 3, 4)(x, h0=h)
+
+
+def test_stack_dropout_with_one_layer_warns():
+    with pytest.warns(UserWarning, match="only one layer"):
+        nn.RNN("gru", 3, 4, num_layers=1, dropout=0.5)
+
+
+def test_gradcheck_command_takes_cell_names_in_any_case(capsys):
+    assert main(["gradcheck", "--cells", "FOFE", "LSTM", "--no-ops"]) == 0  # FOFE: square sizes
+    assert "forget_bias=0" in capsys.readouterr().out  # LSTM's own option case is not skipped
 
 
 def test_bidirectional_h0_shape_is_checked():

@@ -178,11 +178,15 @@ class Cell(Module):
             raise ValueError(f"{self.name}: x has feature size {D}, the cell expects input_size={self.input_size}")
         if x.dtype.kind != "f":
             raise TypeError(f"{self.name}: x must be floating point, got dtype {x.dtype}")
+        for weight in self.parameters():  # every cell, here once, not in each cell's run
+            check_weight_dtype(self, x, weight)
         xp = backend.get_xp(x.data)
         if x.size and not bool(xp.isfinite(x.data).all()):
             raise NonFiniteError(f"{self.name}: x contains NaN or inf")
         if mask is not None:
             m = mask.data if isinstance(mask, Tensor) else mask
+            if not hasattr(m, "shape"):
+                raise TypeError(f"{self.name}: mask must be an array (T, B), got {type(m).__name__}")
             if tuple(m.shape) != (T, B):
                 raise ValueError(f"{self.name}: mask must have shape (T, B) = {(T, B)}, got {tuple(m.shape)}")
             if m.dtype.kind not in "bui" and m.dtype.kind != "f":
@@ -191,20 +195,26 @@ class Cell(Module):
                 raise ValueError(f"{self.name}: mask must contain only 0 and 1")
             backend.get_xp(x.data, m)
             mask = m
-        template = _as_tuple(self.init_state(B, xp, x.dtype))
+        state = self.init_state(B, xp, x.dtype)
         if h0 is None:
-            h0 = self.init_state(B, xp, x.dtype)
-        else:
-            given = _as_tuple(h0)
-            if len(given) != len(template):
-                raise ValueError(f"{self.name}: h0 must be {len(template)} tensor(s), got {len(given)}")
-            for g, t in zip(given, template):
-                if not isinstance(g, Tensor) or g.shape != t.shape:
-                    shape = g.shape if isinstance(g, Tensor) else type(g).__name__
-                    raise ValueError(f"{self.name}: h0 must have shape {t.shape}, got {shape}")
-                if g.dtype != x.dtype:
-                    raise TypeError(f"{self.name}: h0 has dtype {g.dtype} but x has {x.dtype}")
-                backend.get_xp(x.data, g.data)
+            return x, state, mask
+        if isinstance(state, tuple):
+            if isinstance(h0, list):
+                h0 = tuple(h0)
+            if not isinstance(h0, tuple) or len(h0) != len(state):
+                got = f"{len(h0)} tensor(s)" if isinstance(h0, tuple) else f"a {type(h0).__name__}"
+                raise ValueError(f"{self.name}: h0 must be a tuple of {len(state)} tensors, got {got}")
+        elif not isinstance(h0, Tensor):
+            raise ValueError(f"{self.name}: h0 must be one Tensor of shape {state.shape}, got a {type(h0).__name__}")
+        for g, t in zip(_as_tuple(h0), _as_tuple(state)):
+            if not isinstance(g, Tensor) or g.shape != t.shape:
+                shape = g.shape if isinstance(g, Tensor) else type(g).__name__
+                raise ValueError(f"{self.name}: h0 must have shape {t.shape}, got {shape}")
+            if g.dtype != x.dtype:
+                raise TypeError(f"{self.name}: h0 has dtype {g.dtype} but x has {x.dtype}")
+            backend.get_xp(x.data, g.data)
+            if g.size and not bool(xp.isfinite(g.data).all()):
+                raise NonFiniteError(f"{self.name}: h0 contains NaN or inf")
         return x, h0, mask
 
     def __call__(self, x, h0=None, mask=None):

@@ -121,7 +121,7 @@ class SentenceClassifier(Module):
         self.input_dropout = Dropout(dropout)
         self.rnn = RNN(
             cell, embedding_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
-            dropout=dropout, **cell_options,
+            dropout=dropout if num_layers > 1 else 0.0, **cell_options,  # (between layers)
         )
         self.output_dropout = Dropout(dropout)
         self.output = Linear(self.rnn.output_size, num_classes)

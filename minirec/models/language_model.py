@@ -178,7 +178,8 @@ class LanguageModel(Module):
         self.vocab_size = int(vocab_size)
         self.embedding = Embedding(vocab_size, embedding_size)
         self.input_dropout = Dropout(dropout)
-        self.rnn = RNN(cell, embedding_size, hidden_size, num_layers=num_layers, dropout=dropout, **cell_options)
+        self.rnn = RNN(cell, embedding_size, hidden_size, num_layers=num_layers,
+                       dropout=dropout if num_layers > 1 else 0.0, **cell_options)  # (between layers)
         self.output_dropout = Dropout(dropout)
         self.tie_weights = bool(tie_weights)
         output_size = self.rnn.output_size

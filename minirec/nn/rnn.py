@@ -5,10 +5,14 @@
 
 ``h0`` and ``h_last`` are lists with one entry per layer, each in that layer's state format
 (a (B, H) Tensor; (2, B, H) when bidirectional; a tuple of them for LSTM's (h, c)).
-Dropout is applied between layers (not after the last), as in Zaremba et al. (2014).
+Dropout is applied between layers (not after the last), as in Zaremba et al. (2014): with one
+layer it does nothing, and a warning says so. (``dropout`` here is the stack's; SRU's own
+variational ``dropout`` option is a cell option: build an `RecurrentLayer` per layer to set it.)
 """
 
 from __future__ import annotations
+
+import warnings
 
 from minirec.autograd import ops
 from minirec.cells.base import RecurrentLayer, get_cell
@@ -33,6 +37,9 @@ class RNN(Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if dropout and num_layers == 1:
+            warnings.warn(f"RNN: dropout={dropout} acts between layers, and there is only one layer: it does nothing",
+                          stacklevel=2)
         self.cell, self.num_layers, self.dropout = cell, num_layers, dropout
         self.layers = []
         size = input_size
@@ -43,8 +50,9 @@ class RNN(Module):
         self.output_size = size
 
     def forward(self, x, h0=None, mask=None):
-        if h0 is not None and len(h0) != self.num_layers:
-            raise ValueError(f"h0 must be a list of {self.num_layers} states (one per layer), got {len(h0)}")
+        if h0 is not None and (not isinstance(h0, (list, tuple)) or len(h0) != self.num_layers):
+            got = f"{len(h0)} entries" if isinstance(h0, (list, tuple)) else f"a {type(h0).__name__}"
+            raise ValueError(f"h0 must be a list of {self.num_layers} states (one per layer), got {got}")
         states = []
         for i, layer in enumerate(self.layers):
             if i > 0:
