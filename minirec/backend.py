@@ -13,6 +13,7 @@ This module answers the few questions that code has to ask about its arrays:
 from __future__ import annotations
 
 import functools
+import operator
 import os
 
 import numpy as np
@@ -137,7 +138,8 @@ def to_device(array, device: str):
 
 
 def to_numpy(array):
-    """A NumPy copy of a NumPy or CuPy array (for saving, printing and comparing)."""
+    """A NumPy array of a NumPy or CuPy array (for saving, printing and comparing): a copy from
+    the GPU, the same array on the CPU (copy it before changing it)."""
     if is_cupy_array(array):
         return array.get()
     return np.asarray(array)
@@ -150,7 +152,10 @@ _RNGS: dict[str, object] = {}
 def manual_seed(seed: int) -> None:
     """Seed every generator minirec draws from (parameter init, dropout), on every backend."""
     global _SEED
-    _SEED = int(seed)
+    seed = operator.index(seed)  # 2.7 is not a seed (int() would make it 2)
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    _SEED = seed
     _RNGS.clear()
 
 

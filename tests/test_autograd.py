@@ -201,3 +201,75 @@ def test_gather_rejects_out_of_range_and_float_indices():
         mr.gather(table, np.array([0, 3]))
     with pytest.raises(TypeError, match="integers"):
         mr.gather(table, np.array([0.0]))
+
+
+# ---- edge cases found in review ------------------------------------------------------------------
+def test_numbers_beside_integer_tensors_follow_numpy_promotion():
+    t = mr.tensor(np.array([1, 2, 3]))
+    np.testing.assert_array_equal((t * 0.5).data, [0.5, 1.0, 1.5])  # not cast to int: [0, 0, 0]
+    np.testing.assert_array_equal((t + 0.5).data, [1.5, 2.5, 3.5])
+    assert t.mean().item() == 2.0
+    np.testing.assert_array_equal(mr.tensor(np.array([[1, 2], [3, 5]])).mean(axis=1).data, [1.5, 4.0])
+    f32 = mr.tensor(np.ones(2, dtype=np.float32))
+    assert (f32 * 0.5).dtype == np.float32  # floats keep their own dtype
+
+
+def test_power_with_a_zero_exponent_has_a_zero_gradient_at_zero():
+    x = t64(np, [0.0, 1.0, 2.0])
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])  # not NaN (0 · 0^−1)
+    x = t64(np, [0.0, 0.0, 0.0])
+    (x ** mr.tensor(np.array([0.0, 1.0, 2.0]))).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 0.0])
+
+
+def test_gradients_take_their_tensors_dtype():
+    x = mr.tensor(np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), requires_grad=True)
+    x.max(axis=0).sum().backward()  # an integer tie count used to promote to float64
+    assert x.grad.dtype == np.float32
+    w = mr.tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    (w * np.ones(3)).sum().backward()  # float32 · float64 constant: float64 forward
+    assert w.grad.dtype == np.float32
+    a = mr.tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    ops.concat([a, mr.tensor(np.ones(2))], axis=0).sum().backward()
+    assert a.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("shapes", [((4,), (4,)), ((4,), (2, 4, 3)), ((3, 4), (4,)), ((2, 3, 4), (4,))])
+def test_matmul_with_vectors_passes_gradcheck(shapes):
+    rng = np.random.default_rng(1)
+    a, b = (t64(np, rng.standard_normal(s)) for s in shapes)
+    assert mr.gradcheck(lambda a, b: a @ b, [a, b]).passed
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: ops.concat([x, x], axis=2),
+    lambda x: ops.concat([x, x], axis=-3),
+    lambda x: ops.stack([x, x], axis=3),
+    lambda x: ops.transpose(x, 0, 3),
+])
+def test_out_of_range_axes_are_refused_not_wrapped(call):
+    with pytest.raises(ops.ShapeError, match="out of range"):
+        call(t64(np, np.ones((2, 3))))
+
+
+def test_bad_op_arguments_are_named():
+    x = t64(np, np.ones((2, 3)))
+    assert x.sum(axis=np.int64(1)).shape == (2,)  # a NumPy integer is an axis
+    for call in (lambda: ops.concat([]), lambda: ops.stack([])):
+        with pytest.raises(ValueError, match="at least one tensor"):
+            call()
+    with pytest.raises(ops.ShapeError, match="out of range"):
+        ops.concat([t64(np, 1.0), t64(np, 2.0)])
+    table = t64(np, np.arange(6.0).reshape(3, 2))
+    np.testing.assert_array_equal(ops.gather(table, [2, 0]).data, [[4.0, 5.0], [0.0, 1.0]])  # a list of ids
+    with pytest.raises(ops.ShapeError, match="noise_shape"):
+        ops.dropout(t64(np, np.ones(3)), 0.5, training=True, noise_shape=(2, 3))  # would fail in backward
+
+
+def test_backward_keeps_its_own_copy_of_the_given_gradient():
+    x = t64(np, np.ones(3))
+    g = np.ones(3)
+    x.backward(g)
+    g[:] = 100.0
+    np.testing.assert_array_equal(x.grad, np.ones(3))

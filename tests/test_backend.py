@@ -45,3 +45,9 @@ def test_tensor_moves_between_devices(xp):
     t = mr.tensor(np.arange(3.0), requires_grad=True).to("gpu" if xp is not np else "cpu")
     assert t.requires_grad
     assert t.to("cpu").numpy().tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (2.7, TypeError)])
+def test_manual_seed_refuses_what_is_not_a_seed(seed, error):
+    with pytest.raises(error):
+        backend.manual_seed(seed)

@@ -82,3 +82,11 @@ def test_multiple_outputs_and_inputs_without_grad():
     a, b = x64(seed=1), mr.tensor(np.ones((3, 4)))
     result = mr.gradcheck(lambda a, b: (a * b, mr.exp(a)), [a, b])
     assert [r.index for r in result.inputs] == [0]
+
+
+def test_inputs_that_cannot_be_read_back_are_refused():
+    x = mr.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match="inputs \\[0, 1\\] are the same tensor"):
+        mr.gradcheck(lambda a, b: a * b, [x, x])  # the second would read a cleared .grad: "analytic 0"
+    with pytest.raises(ValueError, match="input 0 is computed from other tensors"):
+        mr.gradcheck(lambda a: a * a, [x * 2.0])

@@ -157,7 +157,8 @@ class Tensor:
         return f"Tensor({backend.to_numpy(self.data)!r}{grad})"
 
     def numpy(self):
-        """A NumPy copy of the data (from the GPU if needed)."""
+        """The data as a NumPy array: a copy from the GPU; on the CPU the same memory, as in torch
+        (copy it before changing it)."""
         return backend.to_numpy(self.data)
 
     def item(self):
@@ -168,7 +169,8 @@ class Tensor:
         return Tensor(self.data)
 
     def to(self, device: str) -> Tensor:
-        """A copy on ``device`` ('cpu' or 'gpu'); a leaf keeps requires_grad."""
+        """The data on ``device`` ('cpu' or 'gpu'), cut from the graph: a copy when it moves, the same
+        array when it is there already; a leaf keeps requires_grad."""
         return Tensor(backend.to_device(self.data, device), requires_grad=self.requires_grad and self.is_leaf)
 
     def astype(self, dtype) -> Tensor:
@@ -184,6 +186,9 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``grad`` defaults to 1 for a scalar; a non-scalar tensor needs an explicit ``grad``.
+        A gradient has its tensor's dtype (a float64 product of a float32 parameter gives the
+        parameter a float32 gradient). Gradients may share memory with each other (``a + b``
+        hands both the same array): replace ``.grad`` rather than changing it in place.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (no graph recorded)")
@@ -193,7 +198,7 @@ class Tensor:
                 raise RuntimeError(f"backward() without grad needs a scalar, got shape {self.shape}")
             grad = xp.ones_like(self.data)
         else:
-            grad = _as_array(grad, dtype=self.dtype, like=self.data)
+            grad = _as_array(grad, dtype=self.dtype, like=self.data).copy()  # not the caller's buffer
             if grad.shape != self.data.shape:
                 raise ValueError(f"grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}")
         if self._ctx is None:
@@ -229,6 +234,8 @@ class Tensor:
                         f"{ctx.function.__name__}.backward returned a gradient of shape "
                         f"{tuple(g.shape)} for an input of shape {parent.shape}"
                     )
+                if g.dtype != parent.dtype:  # a mixed-dtype op: the gradient takes the input's dtype
+                    g = g.astype(parent.dtype)
                 if parent._ctx is None:
                     parent.grad = g if parent.grad is None else parent.grad + g
                 else:

@@ -109,6 +109,14 @@ def gradcheck(
     if not checked:
         raise ValueError("gradcheck: no input requires grad")
     for i in checked:
+        # The analytic gradient is read from .grad: only a leaf has one, and a tensor given twice
+        # would have it read (and cleared) for its first position only.
+        if not inputs[i].is_leaf:
+            raise ValueError(f"gradcheck: input {i} is computed from other tensors, not a leaf; check those "
+                             "(or pass a detached copy that requires grad)")
+        twins = [j for j in checked if inputs[j] is inputs[i]]
+        if len(twins) > 1:
+            raise ValueError(f"gradcheck: inputs {twins} are the same tensor; pass it once")
         if inputs[i].dtype != np.float64:
             raise TypeError(
                 f"gradcheck: input {i} is {inputs[i].dtype}; use float64 (finite differences in "

@@ -8,6 +8,7 @@ broadcast like NumPy; their backward sums the gradient back to each input's shap
 from __future__ import annotations
 
 import builtins
+import operator
 
 import numpy as np
 
@@ -48,12 +49,22 @@ def _broadcast_shape(op, a, b):
         raise ShapeError(f"{op}: cannot broadcast shapes {tuple(a.shape)} and {tuple(b.shape)}") from None
 
 
+def _broadcasts_to(a_shape, b_shape):
+    """The broadcast shape of two shapes, or None when they do not broadcast."""
+    try:
+        return np.broadcast_shapes(a_shape, b_shape)
+    except ValueError:
+        return None
+
+
 def _lift(value, like: Tensor) -> Tensor:
-    """Python numbers become arrays of ``like``'s dtype, so float32 stays float32."""
+    """Python numbers become arrays of ``like``'s dtype when it is floating point, so float32
+    stays float32; beside an integer or boolean tensor they keep NumPy's promotion (int · 0.5
+    is 0.5, not 0)."""
     if isinstance(value, Tensor):
         return value
     xp = backend.get_xp(like.data)
-    if is_number(value):
+    if is_number(value) and like.dtype.kind == "f":
         return Tensor(xp.asarray(value, dtype=like.dtype))
     return Tensor(xp.asarray(value))
 
@@ -124,7 +135,9 @@ class Pow(Function):
     def backward(ctx, grad):
         a, b, out = ctx.saved_arrays
         xp = backend.get_xp(a)
-        grad_a = unbroadcast(grad * b * a ** (b - 1), a.shape) if ctx.needs_input_grad[0] else None
+        grad_a = None
+        if ctx.needs_input_grad[0]:  # b·a^(b−1), which is 0 (not 0·∞) where b = 0
+            grad_a = unbroadcast(grad * xp.where(b == 0, 0, b * a ** xp.where(b == 0, 1, b - 1)), a.shape)
         grad_b = None
         if ctx.needs_input_grad[1]:
             safe_log = xp.log(xp.where(a > 0, a, 1))
@@ -171,10 +184,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g = grad
+        if b.ndim == 1:  # (first: for 1-D @ 1-D the scalar gradient becomes (1,), then (1, 1))
+            g = xp.expand_dims(g, -1)
         if a.ndim == 1:
             g = xp.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = xp.expand_dims(g, -1)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_a = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
@@ -286,7 +299,7 @@ class Cast(Function):
 def _normalise_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (operator.index(axis),) if not isinstance(axis, (tuple, list)) else tuple(map(operator.index, axis))
     for ax in axes:
         if not -ndim <= ax < builtins.max(ndim, 1):
             raise ShapeError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
@@ -329,12 +342,19 @@ class Max(Function):
     def backward(ctx, grad):
         a, out = ctx.saved_arrays
         is_max = a == out
-        count = is_max.sum(axis=ctx.axes, keepdims=True)
+        count = is_max.sum(axis=ctx.axes, keepdims=True).astype(grad.dtype)  # (an int count would upcast)
         g = _expand_reduced(grad, a.shape, ctx.axes, ctx.keepdims)
         return (g * is_max / count,)
 
 
 # ---- shape ops ------------------------------------------------------------------------------
+def _check_axis(op, axes, ndim, shape):
+    """Axes must lie in [−ndim, ndim): a wrapped out-of-range axis would silently pick another."""
+    for ax in axes:
+        if not -ndim <= operator.index(ax) < ndim:
+            raise ShapeError(f"{op}: axis {ax} is out of range for {ndim} dimensions ({shape})")
+
+
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
@@ -352,6 +372,8 @@ class Reshape(Function):
 class Transpose(Function):
     @staticmethod
     def forward(ctx, a, axes=None):
+        if axes is not None:
+            _check_axis("transpose", axes, a.ndim, a.shape)
         axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(ax % a.ndim for ax in axes)
         if sorted(axes) != list(range(a.ndim)):
             raise ShapeError(f"transpose: axes {axes} are not a permutation for shape {tuple(a.shape)}")
@@ -383,7 +405,10 @@ class Concat(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         xp = backend.get_xp(*arrays)
+        if not arrays:
+            raise ValueError("concat needs at least one tensor")
         ref = arrays[0]
+        _check_axis("concat", (axis,), ref.ndim, ref.shape)
         for a in arrays[1:]:
             if a.ndim != ref.ndim or any(
                 n != m for i, (n, m) in enumerate(zip(a.shape, ref.shape)) if i != axis % ref.ndim
@@ -406,9 +431,12 @@ class Stack(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         xp = backend.get_xp(*arrays)
+        if not arrays:
+            raise ValueError("stack needs at least one tensor")
         shapes = {tuple(a.shape) for a in arrays}
         if len(shapes) > 1:
             raise ShapeError(f"stack: all shapes must match, got {sorted(shapes)}")
+        _check_axis("stack", (axis,), arrays[0].ndim + 1, "the stacked result")
         ctx.axis = axis % (arrays[0].ndim + 1)
         return xp.stack(arrays, axis=ctx.axis)
 
@@ -533,7 +561,9 @@ class Dropout(Function):
     @staticmethod
     def forward(ctx, a, p, noise_shape=None):
         xp = backend.get_xp(a)
-        shape = a.shape if noise_shape is None else noise_shape
+        shape = a.shape if noise_shape is None else tuple(noise_shape)
+        if noise_shape is not None and _broadcasts_to(shape, a.shape) != a.shape:
+            raise ShapeError(f"dropout: noise_shape {shape} does not broadcast to the input's shape {tuple(a.shape)}")
         keep = backend.rng(xp).random(shape, dtype=np.float32) >= p
         scale = (keep / (1 - p)).astype(a.dtype)
         ctx.save_for_backward(scale)
@@ -658,6 +688,8 @@ def where(condition, a, b):
 
 def gather(table, indices):
     indices = indices.data if isinstance(indices, Tensor) else indices
+    if not hasattr(indices, "dtype"):  # a list of ids
+        indices = backend.get_xp(table.data if isinstance(table, Tensor) else table).asarray(indices)
     return Gather.apply(table, indices)
 
 
