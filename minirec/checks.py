@@ -1,8 +1,9 @@
 """`minirec gradcheck`: finite-difference checks of every primitive op and every cell × option.
 
 Each case builds small float64 inputs, runs `minirec.gradcheck` (central differences against
-the hand-written backward) and reports the worst relative error. The table is the same one
-the test suite asserts on, so a user can see for themselves that every backward is right.
+the hand-written backward) and reports the worst relative error. The op table is the one
+tests/test_autograd.py asserts on; the cell tests run their own gradchecks of the same cells and
+options. A user can see for themselves that every backward is right.
 """
 
 from __future__ import annotations
