@@ -522,6 +522,8 @@ def test_sst_hierarchical_levels(sst_dir):
     results = train_sst(config)
     assert results["status"] == "completed"
     assert results["config"]["word_dropout"] == 0.3
+    # the flat RNN's keys, unused by the hierarchy, are not recorded as if they had been
+    assert all(results["config"][key] is None for key in ("cell", "cell_options", "layers", "bidirectional"))
     assert results["config"]["levels"] == ["fofe", upper]
 
 

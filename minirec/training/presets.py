@@ -143,10 +143,11 @@ def resolve_config(task: str, config=None) -> dict:
     if resolved.get("levels"):
         # The hierarchy names its own cells and depth: a flat-RNN option given beside it would be
         # recorded in results.json without having been used.
-        unused = sorted(key for key in ("cell", "cell_options", "layers", "bidirectional")
-                        if key in given and given[key] != DEFAULTS[task][key])
+        flat_keys = ("cell", "cell_options", "layers", "bidirectional")
+        unused = sorted(key for key in flat_keys if key in given and given[key] != DEFAULTS[task][key])
         if unused:
             raise ValueError(f"{unused} do not apply with levels={resolved['levels']} (the hierarchical classifier)")
+        resolved.update({key: None for key in flat_keys})  # what results.json records was used
     _validate(resolved)
     return resolved
 
@@ -176,7 +177,7 @@ def learning_rate(config: dict, epoch: int) -> float:
 def _validate(config: dict) -> None:
     positive = ("layers", "hidden", "embedding", "epochs", "batch_size")
     for key in positive:
-        if int(config[key]) < 1:
+        if config[key] is not None and int(config[key]) < 1:  # (None: layers of a hierarchy)
             raise ValueError(f"{key} must be at least 1, got {config[key]}")
     for key in ("bptt", "chunk_size", "eval_batch_size", "max_batches", "max_eval_batches"):
         if config.get(key) is not None and int(config[key]) < 1:
@@ -200,5 +201,5 @@ def _validate(config: dict) -> None:
         raise ValueError(f"device must be 'cpu' or 'gpu', got {config['device']!r}")
     if config["task"] == "sst" and config["pooling"] not in ("last", "max"):
         raise ValueError(f"pooling must be 'last' or 'max', got {config['pooling']!r}")
-    if not isinstance(config.get("cell_options"), dict):
+    if not config.get("levels") and not isinstance(config.get("cell_options"), dict):
         raise ValueError(f"cell_options must be a dict, got {config.get('cell_options')!r}")
