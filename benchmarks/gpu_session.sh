@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's GPU work in a few runs of the device tool (benchmarks/README.md, "A session with
-# a GPU"). A device run gets a bare machine with 10 minutes per command and 30 per session, so the
-# work comes in steps that each fit one command:
+# a GPU"). A device run gets a bare machine with 10 minutes per command and, now, 15 minutes of
+# device time per task all told, so the work comes in steps that each fit one command:
 #
 #   here, once:  ../shared/tools/gpu-wheels.sh          # numpy 2.4 into .whl/ (2.5 breaks numba-cuda)
 #                mkdir -p .data && cp -r ../shared/data/ptb .data/   # the corpus travels too
