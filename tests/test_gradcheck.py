@@ -90,3 +90,43 @@ def test_inputs_that_cannot_be_read_back_are_refused():
         mr.gradcheck(lambda a, b: a * b, [x, x])  # the second would read a cleared .grad: "analytic 0"
     with pytest.raises(ValueError, match="input 0 is computed from other tensors"):
         mr.gradcheck(lambda a: a * a, [x * 2.0])
+
+
+class ExpWithAHole(mr.Function):
+    """exp(x) whose backward forgets the entries below −14: ~1e-7 of the largest gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_arrays
+        return (grad * np.where(x < -14, 0.0, np.exp(x)),)
+
+
+class TinySquare(mr.Function):
+    """1e-6·x² whose backward is 50 % too large: every gradient entry is below atol = 1e-9."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1e-6 * x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_arrays
+        return (grad * 1.5 * 2e-6 * x,)
+
+
+@pytest.mark.parametrize("fn, x", [
+    (ExpWithAHole.apply, np.linspace(-16.0, 2.0, 19)),  # the per-input relative error is ~1e-7 only
+    (TinySquare.apply, 1e-3 * np.random.default_rng(0).standard_normal((3, 4))),  # below atol everywhere
+], ids=["error-in-small-entries", "gradient-below-atol"])
+def test_entries_are_checked_against_their_own_noise(fn, x):
+    x = mr.tensor(x, requires_grad=True)
+    result = mr.gradcheck(fn, [x], mode="gradient", raise_on_failure=False)
+    assert not result.passed, str(result)
+    assert "more than its finite difference's noise" in str(result)
+    assert result.inputs[0].rel_error < 1e-6 or result.inputs[0].max_abs_error < 1e-9  # the old rule passed it

@@ -18,9 +18,12 @@ in float32 (u ≈ 6e-8) the best one can do is about 1e-3, too loose to catch a 
 
 The relative error of an input is its worst absolute error divided by the scale of its gradient
 (the largest |entry| of analytic or numeric gradient): entries that are ~0 do not blow it up.
-The price (the same as torch.autograd.gradcheck's): an error confined to entries about 1e-6 of
-the largest, or an input whose whole gradient is below ``atol``, passes. Check such a case on
-its own, scaled up.
+That alone would let two wrong gradients through (as torch.autograd.gradcheck's
+|a − n| ≤ atol + rtol·|n| does): an error confined to entries about 1e-6 of the largest, and an
+input whose whole gradient is below ``atol``. So in "gradient" mode every entry must also agree
+to within the rounding noise of its own finite difference, ``|a_j − n_j| ≤ noise +
+1e-5·|n_j|``, where noise = 100·u·Σ|w·fn(x)| / ε bounds the rounding in L(x ± εe_j) (u the unit
+round-off; the factor covers rounding inside fn, not only in the final sum).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from minirec import backend
 from minirec.autograd.function import Tensor, no_grad
 
 __all__ = ["gradcheck", "GradcheckError", "GradcheckResult", "InputReport"]
+
+NOISE_FACTOR = 100  # rounding inside fn, over the unit round-off of the final sum (module docstring)
+ENTRY_RTOL = 1e-5  # an entry's own relative tolerance: central differences are far better than this
 
 
 class GradcheckError(AssertionError):
@@ -48,6 +54,9 @@ class InputReport:
     worst_at: tuple | None  # element (or Jacobian entry) with the largest error; None for projections
     analytic: float
     numeric: float
+    # "gradient" mode: the worst entry beyond its finite difference's noise, as (where, analytic,
+    # numeric, allowed error); None when every entry is within it
+    entry_outside: tuple | None = None
 
 
 @dataclass
@@ -74,6 +83,10 @@ class GradcheckResult:
                 f"  input {r.index} {r.shape}: max abs error {r.max_abs_error:.3e}, "
                 f"relative {r.rel_error:.3e}{where} (analytic {r.analytic:.6g}, numeric {r.numeric:.6g})"
             )
+            if r.entry_outside is not None:
+                at, a, n, allowed = r.entry_outside
+                lines.append(f"    entry {at}: analytic {a:.6g}, numeric {n:.6g}: off by {abs(a - n):.3e}, "
+                             f"more than its finite difference's noise {allowed:.3e}")
         return "\n".join(lines)
 
 
@@ -139,6 +152,8 @@ def gradcheck(
     for k, o in enumerate(base):
         _check_finite(f"output {k}", o.data)
     weights = [xp.asarray(rng.standard_normal(o.shape)) for o in base]
+    magnitude = sum(float(xp.abs(w * o.data).sum()) for w, o in zip(weights, base))
+    noise = NOISE_FACTOR * np.finfo(np.float64).eps * magnitude / eps
 
     def loss_value():
         with no_grad():
@@ -169,7 +184,7 @@ def gradcheck(
     if mode == "auto":
         mode = "gradient" if n_elements <= max_elements else "projection"
     if mode == "gradient":
-        reports = _check_gradient(inputs, checked, eps, loss_value, analytic_vjp(weights))
+        reports = _check_gradient(inputs, checked, eps, loss_value, analytic_vjp(weights), noise)
     elif mode == "jacobian":
         reports = _check_jacobian(inputs, checked, eps, fn, base, analytic_vjp, xp)
     elif mode == "projection":
@@ -177,7 +192,7 @@ def gradcheck(
     else:
         raise ValueError(f"gradcheck: unknown mode {mode!r}; use auto, gradient, jacobian or projection")
 
-    passed = all(r.rel_error < rtol or r.max_abs_error < atol for r in reports)
+    passed = all((r.rel_error < rtol or r.max_abs_error < atol) and r.entry_outside is None for r in reports)
     result = GradcheckResult(mode=mode, passed=passed, inputs=reports, rtol=rtol, atol=atol)
     if not passed and raise_on_failure:
         raise GradcheckError(str(result))
@@ -215,7 +230,7 @@ def _report(index, shape, analytic, numeric, worst_at_fn):
     )
 
 
-def _check_gradient(inputs, checked, eps, loss_value, analytic):
+def _check_gradient(inputs, checked, eps, loss_value, analytic, noise):
     reports = []
     for i, grad in zip(checked, analytic):
         numeric = np.empty(inputs[i].size)
@@ -226,7 +241,14 @@ def _check_gradient(inputs, checked, eps, loss_value, analytic):
         def locate(k, s=shape):
             return tuple(int(v) for v in np.unravel_index(k, s))
 
-        reports.append(_report(i, shape, grad.reshape(-1), numeric, locate))
+        report = _report(i, shape, grad.reshape(-1), numeric, locate)
+        analytic_flat = backend.to_numpy(grad).reshape(-1).astype(np.float64)
+        allowed = noise + ENTRY_RTOL * np.abs(numeric)
+        excess = np.abs(analytic_flat - numeric) / allowed
+        if excess.size and excess.max() > 1:
+            k = int(np.argmax(excess))
+            report.entry_outside = (locate(k), float(analytic_flat[k]), float(numeric[k]), float(allowed[k]))
+        reports.append(report)
     return reports
 
 
