@@ -18,6 +18,15 @@ def _version(module: str) -> str:
         return f"not usable ({type(error).__name__})"
 
 
+def _kernel_mode() -> str:
+    from minirec.kernels import kernel_mode
+
+    try:
+        return kernel_mode()
+    except ValueError as error:  # a bad MINIREC_KERNELS: say so here rather than fail
+        return f"invalid ({error})"
+
+
 def collect() -> dict:
     """What a bug report or a results file should say about the machine."""
     import minirec
@@ -36,7 +45,7 @@ def collect() -> dict:
         "numba": _version("numba"),
         "cupy": _version("cupy") if backend._cupy() is not None else "not installed",
         "cuda_usable": backend.cuda_available(),
-        "kernel_mode": os.environ.get("MINIREC_KERNELS", "auto"),
+        "kernel_mode": _kernel_mode(),
         "cells": cells.cell_names(),
         "kernels": kernels.kernel_names(),
     }

@@ -42,24 +42,41 @@ def kernel_names() -> dict[str, list[str]]:
 # never pays for numba compilation or fails for lack of a GPU.
 FAST_MODULES = {"cpu": "minirec.kernels.cpu", "cuda": "minirec.kernels.cuda"}
 _loaded: dict[str, bool] = {}
+_why_not: dict[str, str] = {}  # kind → why its module could not be imported
 
 
-def load_kind(kind: str) -> bool:
-    """Import the module of ``kind``'s kernels once; on failure warn once and fall back."""
+def load_kind(kind: str, warn: bool = True) -> bool:
+    """Import the module of ``kind``'s kernels once; on failure warn once (when ``warn``: the
+    caller falls back to the reference loops) and return False."""
     if kind not in _loaded:
         try:
             importlib.import_module(FAST_MODULES[kind])
             _loaded[kind] = True
         except ModuleNotFoundError as error:
-            if error.name != FAST_MODULES[kind]:  # a dependency (numba) is missing, not the module
+            _loaded[kind] = False
+            _why_not[kind] = str(error)
+            # the module itself missing (a trimmed install) is not worth a warning; numba missing is
+            module_missing = error.name == FAST_MODULES[kind]
+            if warn and not module_missing:
                 warnings.warn(f"minirec: {kind} kernels unavailable ({error}); using the reference loops",
                               RuntimeWarning, stacklevel=3)
-            _loaded[kind] = False
         except Exception as error:  # e.g. numba-cuda present but CUDA unusable
-            warnings.warn(f"minirec: {kind} kernels unavailable ({type(error).__name__}: {error}); "
-                          "using the reference loops", RuntimeWarning, stacklevel=3)
             _loaded[kind] = False
+            _why_not[kind] = f"{type(error).__name__}: {error}"
+            if warn:
+                warnings.warn(f"minirec: {kind} kernels unavailable ({_why_not[kind]}); using the reference loops",
+                              RuntimeWarning, stacklevel=3)
     return _loaded[kind]
+
+
+def kernel_mode(kind: str | None = None) -> str:
+    """``kind``, else $MINIREC_KERNELS, else "auto"; anything but auto/reference/cpu/cuda is an error."""
+    value = kind or os.environ.get("MINIREC_KERNELS") or "auto"
+    mode = value.strip().lower()
+    if mode not in ("auto", *KINDS):
+        source = "kind" if kind else "MINIREC_KERNELS"
+        raise ValueError(f"{source}={value!r}: use one of auto, {', '.join(KINDS)}")
+    return mode
 
 
 def get_kernel(name: str, xp=np, kind: str | None = None):
@@ -71,10 +88,11 @@ def get_kernel(name: str, xp=np, kind: str | None = None):
         impls = _KERNELS[name]
     except KeyError:
         raise KeyError(f"no kernel named {name!r}; known: {', '.join(sorted(_KERNELS))}") from None
-    kind = kind or os.environ.get("MINIREC_KERNELS", "auto")
+    kind = kernel_mode(kind)
     if kind != "auto":
-        if kind != "reference":
-            load_kind(kind)
+        if kind != "reference" and not load_kind(kind, warn=False):
+            raise RuntimeError(f"the {kind} kernels were asked for (MINIREC_KERNELS or kind) but cannot be loaded: "
+                               f"{_why_not.get(kind, 'unknown reason')}")
         if kind not in impls:
             raise KeyError(f"kernel {name!r} has no {kind!r} implementation (has: {', '.join(sorted(impls))})")
         return impls[kind]

@@ -48,6 +48,7 @@ import numpy as np
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import no_grad
+from minirec.kernels import kernel_mode
 from minirec.nn import SGD, Adam, clip_grad_norm
 
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state, write_json_atomic
@@ -260,7 +261,7 @@ def machine_info(device: str = "cpu") -> dict:
         "cpu_count": os.cpu_count(),
         "device": device,
         # what picks the kernels and how many threads the CPU work may use
-        "kernels": os.environ.get("MINIREC_KERNELS") or "auto",
+        "kernels": kernel_mode(),
         "threads": {name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
                     if os.environ.get(name)},
     }
