@@ -10,6 +10,10 @@ candidate (§3.1.2):
 So h_t = a_t ⊙ h_{t−1} + b_t with a_t = 1 − z_t, b_t = z_t ⊙ h̃_t, both computed from x alone:
 every h_t comes out of one linear scan (`minirec.kernels.scan`). Option ``mode``:
 
+(The three modes choose the reference kernels' solver; the numba CPU kernels run one fused
+sequential loop for every mode, computing the same function — `minirec.kernels.cpu.minrnn`
+says why.)
+
 * ``"sequential"``: the scan as a loop over time;
 * ``"parallel"`` (default): Blelloch's parallel scan — the same numbers up to rounding;
 * ``"log"``: the paper's log-space scan (Heinsen 2023), log h_t = a*_t + logcumsumexp_t(log b_t − a*_t)

@@ -245,7 +245,9 @@ def linear_scan_blelloch(a, b, h0=None):
     Same contract as :func:`linear_scan_sequential`.  The scan runs over the
     time axis in ``2*ceil(log2 T)`` levels, each one vectorised over all the
     other axes with strided views.  ``h0`` is folded in at the end with
-    ``h_t = A_t * h0 + B_t``.
+    ``h_t = A_t * h0 + B_t``.  It multiplies runs of ``a`` together, so it
+    assumes ``|a| <= 1`` (true of every gate here): with larger coefficients a
+    product can overflow and turn into NaN where the loop stays finite.
     """
     xp = get_array_module(a, b, h0)
     a, b, h0 = _validate(xp, {"a": a, "b": b}, "h0", h0)
@@ -340,8 +342,12 @@ def linear_scan_log(log_a, log_b, log_h0=None):
 
     ``log_h0`` is folded in by prepending it to ``log_b`` with a zero
     log-coefficient (``a_0 = 1``) and dropping that first output.  Shapes and
-    dtype as in :func:`linear_scan_sequential`; ``-inf`` entries (zeros) are
-    allowed.
+    dtype as in :func:`linear_scan_sequential`; ``-inf`` in ``log_b`` (b = 0)
+    is allowed, ``-inf`` in ``log_a`` (a = 0) is not: ``a*`` is then ``-inf``
+    from there on and ``-inf + inf`` is NaN.  The price of the method: ``log h``
+    is the difference of two numbers of size ``|a*_t|``, so its error grows
+    like ``|a*_t|·u`` (u the unit round-off): with log a ≈ −2 per step, about
+    1e-4 relative in float32 after 4,000 steps, where the loop keeps 1e-7.
     """
     xp = get_array_module(log_a, log_b, log_h0)
     log_a, log_b, log_h0 = _validate(xp, {"log_a": log_a, "log_b": log_b}, "log_h0", log_h0)

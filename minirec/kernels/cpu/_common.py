@@ -15,8 +15,9 @@ re-optimises the tile function it calls inside numba's gufunc machinery, which t
 time (measured on the SRU backward: 2 s for the tile alone, 6.4 s more for a prange driver
 around it, 1.3 s of which for the prange itself). Compile time is paid on every cold start
 (CI, a fresh checkout); ``cache=True`` removes it afterwards. (numba's cache is keyed on the file
-of the cached function only: after editing this module, delete minirec/kernels/cpu/__pycache__,
-or the kernels keep the helpers they were compiled with.)
+of the cached function only, so the kernels of the other modules would keep the helpers of this
+one they were compiled with: at import, `drop_stale_cache` empties the package's cache when this
+file has changed.)
 
 Speed depends on five details:
 
@@ -40,6 +41,8 @@ Speed depends on five details:
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -145,13 +148,47 @@ def sigmoid(a):
     return (one if a >= 0 else e) / (one + e)  # one division: the select goes on the numerator
 
 
-@serial_jit
-def tanh(a):
-    """tanh(a) = ±(1 − e)/(1 + e), e = exp(−2|a|): absolute error of a few ulp of 1."""
-    one = typed(1, a)
-    e = exp(-(abs(a) + abs(a)))
-    t = (one - e) / (one + e)
-    return t if a >= 0 else -t
+def tanh(x):
+    """tanh(x) within a few ulp of np.tanh, relative error too (Cephes' tanhf/tanh, S. L. Moshier):
+    |x| < 0.625: the odd form x + x·x²·P(x²) (float32: a polynomial; float64: a rational P/Q), which
+    keeps small |x| exact to the last bits; else ±(1 − e)/(1 + e), e = exp(−2|x|), where 1 − e no
+    longer cancels (e ≤ e^−1.25). Both are computed on |x| and one is selected, then x's sign is
+    copied (tanh(−0) = −0): no branch, so the loops around it vectorise."""
+    raise NotImplementedError("tanh is only callable inside numba-compiled code")
+
+
+@overload(tanh, jit_options=_OPTIONS)
+def _tanh(x):
+    if x == types.float32:
+
+        def tanh32(x):
+            one, size = np.float32(1), abs(x)
+            z = size * size
+            p = np.float32(-5.70498872745e-3)
+            p = p * z + np.float32(2.06390887954e-2)
+            p = p * z + np.float32(-5.37397155531e-2)
+            p = p * z + np.float32(1.33314422036e-1)
+            p = p * z + np.float32(-3.33332819422e-1)
+            small = size + size * z * p
+            e = exp(-(size + size))
+            large = (one - e) / (one + e)
+            return math.copysign(small if size < np.float32(0.625) else large, x)
+
+        return tanh32
+    if x == types.float64:
+
+        def tanh64(x):
+            size = abs(x)
+            z = size * size
+            p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+            q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
+            small = size + size * z * (p / q)
+            e = exp(-(size + size))
+            large = (1.0 - e) / (1.0 + e)
+            return math.copysign(small if size < 0.625 else large, x)
+
+        return tanh64
+    return None
 
 
 @serial_jit
@@ -255,6 +292,62 @@ def check_dtype(array, name="input"):
     return array.dtype
 
 
+def dim(array, axis):
+    """``array.shape[axis]``, the size a wrapper takes T, B or H from; NaN (an unknown size, which
+    `check_args` matches with anything) where the array is None or lacks that axis. NaN stays NaN
+    through 3·H or H + 2, and the array itself is then reported for its number of axes."""
+    shape = () if array is None else np.shape(array)
+    return shape[axis] if axis < len(shape) else math.nan
+
+
+def _allowed(size):
+    """The sizes an expected size allows, or None for any (NaN: unknown)."""
+    sizes = size if isinstance(size, tuple) else (size,)
+    return None if any(n != n for n in sizes) else sizes
+
+
+def _fits(actual, expected):
+    return len(actual) == len(expected) and all(
+        _allowed(size) is None or n in _allowed(size) for n, size in zip(actual, expected))
+
+
+def _format_shape(shape):
+    sizes = ["?" if _allowed(size) is None else " or ".join(map(str, _allowed(size))) for size in shape]
+    return f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+
+
+def check_args(kernel, may_be_none=("mask",), **arrays):
+    """What every wrapper checks before any numba call, which runs without bounds checks: the
+    shapes, and one float dtype. Returns that dtype.
+
+    ``arrays`` maps each array argument's name to (the array or None, its expected shape), in
+    the order of the signature; a size in the expected shape is an int, a tuple of the sizes
+    allowed, or NaN (unknown: see `dim`). The arguments named in ``may_be_none`` may be None
+    (left out), the others not. Raises ValueError listing every argument missing or of another
+    shape; then TypeError unless every argument but ``mask`` (0/1 of any numeric dtype, cast by
+    the wrapper) has the dtype of the first one, float32 or float64.
+    """
+    wrong = [f"{name} None (expected {_format_shape(shape)})" if array is None
+             else f"{name} {tuple(np.shape(array))} (expected {_format_shape(shape)})"
+             for name, (array, shape) in arrays.items()
+             if (array is None and name not in may_be_none) or (array is not None and not _fits(np.shape(array), shape))]
+    if wrong:
+        raise ValueError(f"{kernel}: {'; '.join(wrong)}")
+    first = None
+    for name, (array, _) in arrays.items():
+        if array is None or name == "mask":
+            continue
+        dtype = np.asarray(array).dtype
+        if first is None:
+            first = name, dtype
+            if dtype not in FLOATS:
+                raise TypeError(f"{kernel}: cpu kernels support float32 and float64, got {name} of dtype {dtype}")
+        elif dtype != first[1]:
+            raise TypeError(f"{kernel}: {name} has dtype {dtype} but {first[0]} has {first[1]}: the arrays must "
+                            "share one float dtype")
+    return first[1]
+
+
 def contiguous(array, dtype):
     """A C-contiguous, writeable array of ``dtype`` (no copy when it already is one). Read-only
     arrays (``np.broadcast_to``, memory maps) are copied: numba compiles another specialisation
@@ -292,3 +385,56 @@ def columns(view, dtype):
             if rest == 0 and 0 <= offset <= W - H:
                 return parent, offset
     return contiguous(view, dtype), 0
+
+
+# ---- numba's cache and this module --------------------------------------------------------------
+# numba keys a cached function on its own file only, and the kernels of the other modules of this
+# package inline the helpers above: after this file changes (an edit, a git pull), their cached
+# machine code would keep the old helpers. So the cache directory holds a stamp, the hash of this
+# file's source, and at import the package's cache files are dropped when it differs.
+STAMP_NAME = "_common.py.sha256"
+
+
+def numba_cache_directory(dispatcher):
+    """Where numba caches ``dispatcher`` and every kernel of this package (one directory per source
+    directory: cpu/__pycache__, or under NUMBA_CACHE_DIR or the user's cache directory when that is
+    not writable); None when it does not cache."""
+    return getattr(getattr(dispatcher, "_cache", None), "cache_path", None)
+
+
+def drop_stale_cache(directory, source: bytes) -> bool:
+    """Delete numba's cache files (*.nbi, *.nbc) in ``directory`` unless its stamp holds the hash
+    of ``source``, then write that stamp. Returns whether it deleted them. Quietly does nothing
+    where the directory cannot be read or written (numba cannot cache there either)."""
+    digest = hashlib.sha256(source).hexdigest()
+    stamp = os.path.join(directory, STAMP_NAME)
+    try:
+        with open(stamp, encoding="ascii") as file:
+            if file.read().strip() == digest:
+                return False
+    except (OSError, ValueError):
+        pass  # no stamp yet (a fresh cache, or one from before stamps): drop what is there
+    try:
+        for name in os.listdir(directory):
+            if name.endswith((".nbi", ".nbc")):
+                try:
+                    os.remove(os.path.join(directory, name))
+                except FileNotFoundError:  # another process got there first
+                    pass
+        temporary = f"{stamp}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="ascii") as file:
+            file.write(digest + "\n")
+        os.replace(temporary, stamp)  # never a half-written stamp for another process to read
+    except OSError:
+        return False
+    return True
+
+
+def _drop_stale_cache_of_this_package():
+    directory = numba_cache_directory(sigmoid)
+    if directory is not None:
+        with open(__file__, "rb") as file:
+            drop_stale_cache(directory, file.read())
+
+
+_drop_stale_cache_of_this_package()  # before any kernel is called: numba loads its cache on the first call

@@ -14,9 +14,10 @@ import numpy as np
 from minirec.kernels import qrnn as _reference  # noqa: F401 - registers the reference kernels first
 from minirec.kernels import register_kernel
 from minirec.kernels.cpu._common import (
-    check_dtype,
+    check_args,
     columns,
     contiguous,
+    dim,
     kernel_jit,
     optional,
     run_tiles,
@@ -113,10 +114,11 @@ def _skip(x_skip, dtype):
 @register_kernel("qrnn_forward", "cpu")
 def qrnn_forward(U, b, c0, x_skip, mask):
     """`minirec.kernels.qrnn.qrnn_forward` on the CPU: returns (h, c, z, f, o), each (T, B, H)."""
-    dtype = check_dtype(U, "U")
+    T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
+    dtype = check_args("qrnn_forward", ("x_skip", "mask"), U=(U, (T, B, (3 * H, 4 * H))), b=(b, (3 * H,)), c0=(c0, (B, H)),
+                       x_skip=(x_skip, (T, B, H)), mask=(mask, (T, B)))
     U, bias, c0 = contiguous(U, dtype), contiguous(b, dtype), contiguous(c0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = U.shape[0], c0.shape
     h, c, z, f, o = (np.empty((T, B, H), dtype) for _ in range(5))
     run_tiles(_forward_tile, T, B, H, U, bias, c0, *_skip(x_skip, dtype), mask, has_mask, h, c, z, f, o,
               ns_per_element=5)
@@ -127,11 +129,13 @@ def qrnn_forward(U, b, c0, x_skip, mask):
 def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
     """`minirec.kernels.qrnn.qrnn_backward` on the CPU: returns (grad_U3, grad_b, grad_x_skip or
     None, grad_c0)."""
-    dtype = check_dtype(c, "c")
+    T, B, H = dim(c, 0), dim(c, 1), dim(c, 2)
+    dtype = check_args("qrnn_backward", ("x_skip", "mask"), grad_h=(grad_h, (T, B, H)), grad_c_last=(grad_c_last, (B, H)),
+                       c0=(c0, (B, H)), x_skip=(x_skip, (T, B, H)), c=(c, (T, B, H)), z=(z, (T, B, H)),
+                       f=(f, (T, B, H)), o=(o, (T, B, H)), mask=(mask, (T, B)))
     grad_h, grad_c_last, c0, c, z, f, o = (contiguous(a, dtype) for a in (grad_h, grad_c_last, c0, c, z, f, o))
     skip, skip_at, has_skip = _skip(x_skip, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = c.shape[0], c0.shape
     grad_U3 = np.empty((T, B, 3 * H), dtype)
     grad_skip = np.empty((T, B, H) if has_skip else (0, 0, 0), dtype)
     sums = np.empty((4, B, H), dtype)  # per column: Σ g_z, Σ g_f, Σ g_o; then ∂L/∂c0

@@ -14,9 +14,10 @@ import numpy as np
 from minirec.kernels import register_kernel
 from minirec.kernels import sru as _reference  # noqa: F401 - registers the reference kernels first
 from minirec.kernels.cpu._common import (
-    check_dtype,
+    check_args,
     columns,
     contiguous,
+    dim,
     kernel_jit,
     optional,
     run_tiles,
@@ -115,12 +116,14 @@ def _drop(drop, shape, dtype):
 @register_kernel("sru_forward", "cpu")
 def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     """`minirec.kernels.sru.sru_forward` on the CPU: returns (h, c, f, r), each (T, B, H)."""
-    dtype = check_dtype(U, "U")
+    T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
+    dtype = check_args("sru_forward", ("mask", "drop"), U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)), v_f=(v_f, (H,)),
+                       v_r=(v_r, (H,)), b_f=(b_f, (H,)), b_r=(b_r, (H,)), c0=(c0, (B, H)), mask=(mask, (T, B)),
+                       drop=(drop, (B, H)))
     U, c0 = contiguous(U, dtype), contiguous(c0, dtype)
     skip, skip_at = columns(x_skip, dtype)
     vectors = [contiguous(v, dtype) for v in (v_f, v_r, b_f, b_r)]
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = U.shape[0], c0.shape
     h, c, f, r = (np.empty((T, B, H), dtype) for _ in range(4))
     run_tiles(_forward_tile, T, B, H, U, skip, skip_at, *vectors, c0, mask, has_mask, _drop(drop, (B, H), dtype),
               dtype.type(alpha), h, c, f, r, ns_per_element=4)
@@ -131,12 +134,15 @@ def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
 def sru_backward(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, drop, alpha):
     """`minirec.kernels.sru.sru_backward` on the CPU: returns (grad_U3, grad_x_skip, grad_v_f,
     grad_v_r, grad_b_f, grad_b_r, grad_c0)."""
-    dtype = check_dtype(U, "U")
+    T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
+    dtype = check_args("sru_backward", ("mask", "drop"), grad_h=(grad_h, (T, B, H)), grad_c_last=(grad_c_last, (B, H)),
+                       U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)), v_f=(v_f, (H,)), v_r=(v_r, (H,)),
+                       c0=(c0, (B, H)), c=(c, (T, B, H)), f=(f, (T, B, H)), r=(r, (T, B, H)), mask=(mask, (T, B)),
+                       drop=(drop, (B, H)))
     grad_h, grad_c_last, U, v_f, v_r, c0, c, f, r = (
         contiguous(a, dtype) for a in (grad_h, grad_c_last, U, v_f, v_r, c0, c, f, r))
     skip, skip_at = columns(x_skip, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = U.shape[0], c0.shape
     grad_U3 = np.empty((T, B, 3 * H), dtype)
     grad_skip = np.empty((T, B, H), dtype)
     sums = np.empty((5, B, H), dtype)  # per column: Σ g_f c′, Σ g_r c′, Σ g_f, Σ g_r; then ∂L/∂c0
