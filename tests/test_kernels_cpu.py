@@ -9,7 +9,13 @@ across threads. numba compiles each kernel on first use (cached on disk afterwar
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -273,6 +279,228 @@ def test_exp_and_tanh_are_accurate():
         assert err.max() <= ulps
         assert (out_exp[~normal] <= np.finfo(dtype).tiny * 4).all()
         np.testing.assert_allclose(out_tanh, np.tanh(x), rtol=0, atol=tanh_atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_tanh_is_accurate_relative_to_its_value_down_to_tiny_arguments(dtype):
+    """Relative error within a few ulp from |x| = 1e−30 to 20, both signs: (1 − e)/(1 + e) alone
+    cancels for small |x| (tanh(1e−8) was 0, float32 tanh(−1e−6) 1.3 % off)."""
+    import numba
+
+    @numba.njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = _common.tanh(x[i])
+
+    size = np.logspace(-30, np.log10(20), 20001)
+    x = np.concatenate([size, -size, [0.62499, 0.625, 0.62501]]).astype(dtype)
+    out = np.empty_like(x)
+    apply(x, out)
+    exact = np.tanh(x.astype(np.float64))  # (float64's own error: within an ulp)
+    ulps = np.abs(out - exact) / np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    assert ulps.max() <= 4, (x[np.argmax(ulps)], ulps.max())
+    zeros = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    out = np.empty_like(zeros)
+    apply(zeros, out)
+    np.testing.assert_array_equal(out, [0.0, -0.0, 1.0, -1.0, np.nan])
+    assert np.signbit(out[1]) and not np.signbit(out[0])
+
+
+# ---- argument checks: every wrapper, before numba reads anything ----------------------------------------
+def _kernel_args(case, direction, dtype=np.float64):
+    """(name, cpu kernel, positional args, keyword args) of a valid call of ``case``'s kernel of
+    ``direction`` at T, B, H = 3, 2, 4 (a mask and a non-zero initial state; the backward fed the
+    reference forward)."""
+    builder, options = CASES[case]
+    rng = np.random.default_rng(0)
+    new = lambda *shape: rng.standard_normal(shape).astype(dtype)
+    mask = np.ones((3, 2), dtype)
+    name, args, kwargs, backward_args = builder(rng, 3, 2, 4, new, mask, new(2, 4), **options)
+    if direction == "backward":
+        args, kwargs = backward_args(get_kernel(f"{name}_forward", np, kind="reference")(*args, **kwargs))
+    kernel = get_kernel(f"{name}_{direction}", np, kind="cpu")
+    return f"{name}_{direction}", kernel, list(args), kwargs
+
+
+def _named(message, names):
+    """The argument names a check's message blames."""
+    return {name for name in names if re.search(rf"(^|[ :;]){re.escape(name)}( \(| None|\.shape)", message)}
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_argument_of_the_wrong_shape_is_refused_and_named(case, direction):
+    """Each array argument in turn one shorter along its first, then its last axis: a ValueError
+    naming it, before any numba call (numba reads without bounds checks: garbage or a crash). An
+    argument the kernel takes a size from (T, B, H) makes the others look wrong: they are named."""
+    name, kernel, args, kwargs = _kernel_args(case, direction)
+    params = list(inspect.signature(kernel).parameters)
+    tried = 0
+    for k, arg in enumerate(args):
+        if not isinstance(arg, np.ndarray):
+            continue
+        for axis in sorted({0, arg.ndim - 1}):
+            short = list(args)
+            short[k] = arg[(slice(None),) * axis + (slice(0, -1),)]
+            with pytest.raises(ValueError) as error:
+                kernel(*short, **kwargs)
+            message, tried = str(error.value), tried + 1
+            named = _named(message, params)
+            if params[k] in named:
+                if message.startswith(f"{name}: "):  # check_args: nothing else blamed
+                    assert named == {params[k]}, message
+            else:
+                assert named, message
+    assert tried >= 4
+
+
+def test_shape_errors_list_every_wrong_argument():
+    _, kernel, args, kwargs = _kernel_args("sru", "forward")
+    args[2] = args[2][:1]  # v_f (1,)
+    args[7] = np.ones((3, 1))  # mask
+    with pytest.raises(ValueError) as error:
+        kernel(*args, **kwargs)
+    assert str(error.value) == "sru_forward: v_f (1,) (expected (4,)); mask (3, 1) (expected (3, 2))"
+    _, kernel, args, kwargs = _kernel_args("sru", "forward")
+    args[1] = None  # x_skip is required (the mask and drop are not)
+    with pytest.raises(ValueError, match=r"^sru_forward: x_skip None \(expected \(3, 2, 4\)\)$"):
+        kernel(*args, **kwargs)
+    _, kernel, args, kwargs = _kernel_args("mingru-sequential-g=False", "forward")
+    args[2] = args[2][0]  # h0 (H,) instead of (B, H)
+    with pytest.raises(ValueError, match=r"h0 \(4,\) \(expected \(2, 4\)\)"):
+        kernel(*args, **kwargs)
+
+
+def test_a_state_wider_than_the_projection_is_refused_not_read_past():
+    """What crashed Python (SIGSEGV): U built for H = 1, c0 for a much larger H."""
+    rng = np.random.default_rng(0)
+    U, x_skip, vector = rng.standard_normal((2, 1, 3)), rng.standard_normal((2, 1, 1)), np.zeros(1)
+    c0 = np.zeros((1, 100_000))
+    with pytest.raises(ValueError, match=r"U \(2, 1, 3\) \(expected \(2, 1, 300000 or 400000\)\)"):
+        get_kernel("sru_forward", np, kind="cpu")(U, x_skip, vector, vector, vector, vector, c0, None, None, 1.0)
+    with pytest.raises(ValueError, match=r"U \(2, 1, 3\)"):
+        get_kernel("qrnn_forward", np, kind="cpu")(U, np.zeros(3), c0, None, None)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("case", [case for case in CASES if case != "linear_scan"])
+def test_mixed_float_dtypes_are_refused_and_named(case, direction):
+    """Every float argument must have the first one's dtype (float32 U with float64 c0 gave float32
+    results where the reference gives float64); the mask may be of any dtype."""
+    name, kernel, args, kwargs = _kernel_args(case, direction, np.float32)
+    params = list(inspect.signature(kernel).parameters)
+    floats = [k for k, arg in enumerate(args) if isinstance(arg, np.ndarray) and params[k] != "mask"]
+    for k in floats:
+        other = list(args)
+        other[k] = args[k].astype(np.float64)
+        with pytest.raises(TypeError, match=r"float64.*float32|float32.*float64") as error:
+            kernel(*other, **kwargs)
+        blamed = params[k] if k != floats[0] else params[floats[1]]  # (the first one sets the dtype)
+        assert str(error.value).startswith(f"{name}: {blamed} has dtype"), str(error.value)
+
+
+def test_the_linear_scan_refuses_mixed_dtypes_like_its_reference():
+    """The scan keeps the contract of `minirec.kernels.scan` (its ValueError, tests/test_scan.py)."""
+    a = np.ones((3, 2))
+    with pytest.raises(ValueError, match="float64.*float32"):
+        get_kernel("linear_scan_forward", np, kind="cpu")(a, a.astype(np.float32))
+
+
+@pytest.mark.parametrize("kernel", ["sru_forward", "elrn_forward"])
+def test_masks_of_any_dtype_are_accepted(kernel):
+    """The cells pass the mask in the data's dtype; bool, integer and another float work alike."""
+    case = {"sru_forward": "sru", "elrn_forward": "elrn-tanh"}[kernel]
+    _, run, args, kwargs = _kernel_args(case, "forward", np.float32)
+    position = list(inspect.signature(run).parameters).index("mask")
+    mask = np.array([[1, 1], [1, 0], [1, 0]])
+    expected = None
+    for dtype in (np.float32, bool, np.int64, np.float64):
+        args[position] = mask.astype(dtype)
+        out = run(*args, **kwargs)
+        if expected is None:
+            expected = out
+        for got, want in zip(out, expected):
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
+
+
+# ---- numba's cache follows _common.py ------------------------------------------------------------------
+def test_the_cache_is_dropped_when_the_stamped_source_changes(tmp_path):
+    def cached_files():
+        return sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".nbi", ".nbc"))
+
+    def fill():
+        for name in ("sru._forward_tile-30.py311.nbi", "sru._forward_tile-30.py311.1.nbc"):
+            (tmp_path / name).write_bytes(b"old")
+
+    (tmp_path / "module.cpython-311.pyc").write_bytes(b"pyc")
+    fill()
+    assert _common.drop_stale_cache(str(tmp_path), b"version 1")  # no stamp yet: dropped
+    assert cached_files() == []
+    assert (tmp_path / "module.cpython-311.pyc").exists()  # only numba's files go
+    stamp = (tmp_path / _common.STAMP_NAME).read_text().strip()
+    assert stamp == hashlib.sha256(b"version 1").hexdigest()
+    fill()
+    assert not _common.drop_stale_cache(str(tmp_path), b"version 1")  # same source: kept
+    assert len(cached_files()) == 2
+    assert _common.drop_stale_cache(str(tmp_path), b"version 2")
+    assert cached_files() == []
+    assert (tmp_path / _common.STAMP_NAME).read_text().strip() == hashlib.sha256(b"version 2").hexdigest()
+    assert not _common.drop_stale_cache(str(tmp_path / "missing"), b"version 3")  # nothing to read: no error
+
+
+def test_a_cache_directory_it_cannot_write_is_left_alone(tmp_path, monkeypatch):
+    """A read-only package directory (numba cannot cache there either): no error at import."""
+    (tmp_path / "k.nbi").write_bytes(b"old")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(_common.os, "remove", refuse)
+    assert not _common.drop_stale_cache(str(tmp_path), b"new")
+    assert (tmp_path / "k.nbi").exists() and not (tmp_path / _common.STAMP_NAME).exists()
+
+
+def test_the_package_stamps_its_cache_with_the_source_of_common():
+    directory = _common.numba_cache_directory(_common.sigmoid)
+    with open(_common.__file__, "rb") as file:
+        digest = hashlib.sha256(file.read()).hexdigest()
+    with open(os.path.join(directory, _common.STAMP_NAME)) as file:
+        assert file.read().strip() == digest
+
+
+def test_a_kernel_cached_before_its_helper_changed_uses_the_new_helper(tmp_path):
+    """numba's cache checks only the cached function's own file: the mechanism of _common, in two
+    small modules, across processes (a cached kernel calling a helper from another file)."""
+    helpers = tmp_path / "helpers.py"
+    source = """import numba
+from minirec.kernels.cpu import _common
+
+@numba.njit(cache=True)
+def helper(x):
+    return x + {}
+
+_common.drop_stale_cache(_common.numba_cache_directory(helper), open(__file__, "rb").read())
+"""
+    (tmp_path / "kernel.py").write_text("""import numba
+import helpers
+
+@numba.njit(cache=True)
+def kernel(x):
+    return helpers.helper(x) * 10
+
+print(kernel(1))
+""")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    env.pop("NUMBA_CACHE_DIR", None)
+    run = lambda: subprocess.run([sys.executable, str(tmp_path / "kernel.py")], env=env, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    helpers.write_text(source.format(1))
+    assert run() == "20"
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "__pycache__").iterdir())  # kernel is cached now
+    helpers.write_text(source.format(2))
+    assert run() == "30"
 
 
 # ---- dispatch --------------------------------------------------------------------------------------

@@ -327,10 +327,13 @@ def check_args(kernel, may_be_none=("mask",), **arrays):
     shape; then TypeError unless every argument but ``mask`` (0/1 of any numeric dtype, cast by
     the wrapper) has the dtype of the first one, float32 or float64.
     """
-    wrong = [f"{name} None (expected {_format_shape(shape)})" if array is None
-             else f"{name} {tuple(np.shape(array))} (expected {_format_shape(shape)})"
-             for name, (array, shape) in arrays.items()
-             if (array is None and name not in may_be_none) or (array is not None and not _fits(np.shape(array), shape))]
+    wrong = []
+    for name, (array, shape) in arrays.items():
+        if array is None and name in may_be_none:
+            continue
+        if array is None or not _fits(np.shape(array), shape):
+            found = None if array is None else tuple(np.shape(array))
+            wrong.append(f"{name} {found} (expected {_format_shape(shape)})")
     if wrong:
         raise ValueError(f"{kernel}: {'; '.join(wrong)}")
     first = None

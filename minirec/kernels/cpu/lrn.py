@@ -13,7 +13,17 @@ import numpy as np
 
 from minirec.kernels import lrn as _reference
 from minirec.kernels import register_kernel
-from minirec.kernels.cpu._common import check_dtype, contiguous, kernel_jit, optional, run_tiles, sigmoid, tanh, typed
+from minirec.kernels.cpu._common import (
+    check_args,
+    contiguous,
+    dim,
+    kernel_jit,
+    optional,
+    run_tiles,
+    sigmoid,
+    tanh,
+    typed,
+)
 
 __all__ = [
     "lrn_forward", "lrn_backward", "glrn_forward", "glrn_backward",
@@ -121,11 +131,12 @@ def _offsets(variant, H):
 
 
 def _run_forward(variant, z, h0, mask, activation):
+    T, B, H = dim(z, 0), dim(z, 1), dim(h0, 1)
+    dtype = check_args(f"{variant}_forward", z=(z, (T, B, len(_reference.BLOCKS[variant]) * H)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     _reference._check(z, h0, variant, activation)
-    dtype = check_dtype(z, "z")
     z, h0 = contiguous(z, dtype), contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = z.shape[0], h0.shape
     q_at, k_at, v_at, w_at = _offsets(variant, H)
     new = lambda present: np.empty((T, B, H), dtype) if present else None
     h, i, f, o, c = new(True), new(k_at is not None), new(True), new(w_at is not None), new(w_at is not None)
@@ -135,11 +146,20 @@ def _run_forward(variant, z, h0, mask, activation):
 
 
 def _run_backward(variant, z, h0, h, i, f, o, c, mask, grad_y, grad_h_last, activation):
-    dtype = check_dtype(z, "z")
+    """The variant's arrays are checked (i with separate gates, o and c for oLRN), the others
+    are None."""
+    blocks = _reference.BLOCKS[variant]
+    T, B, H = dim(z, 0), dim(z, 1), dim(h0, 1)
+    state = (T, B, H)
+    args = {"z": (z, (T, B, len(blocks) * H)), "h0": (h0, (B, H)), "h": (h, state)}
+    args.update({"i": (i, state)} if "k" in blocks else {})
+    args["f"] = (f, state)
+    args.update({"o": (o, state), "c": (c, state)} if "w" in blocks else {})
+    dtype = check_args(f"{variant}_backward", **args, mask=(mask, (T, B)), grad_y=(grad_y, state),
+                       grad_h_last=(grad_h_last, (B, H)))
     z, h0, h, f, grad_y, grad_h_last = (contiguous(a, dtype) for a in (z, h0, h, f, grad_y, grad_h_last))
     i, o, c = (None if a is None else contiguous(a, dtype) for a in (i, o, c))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = z.shape[0], h0.shape
     grad_z = np.empty_like(z)
     grad_h0 = np.empty((B, H), dtype)
     run_tiles(_backward_tile, T, B, H, z, *_offsets(variant, H), h0, h, i, f, o, c, mask, has_mask,

@@ -22,7 +22,7 @@ from minirec.kernels import lstm as _lstm  # noqa: F401
 from minirec.kernels import mgu as _mgu  # noqa: F401
 from minirec.kernels import register_kernel
 from minirec.kernels import sgu as _sgu  # noqa: F401
-from minirec.kernels.cpu._common import check_dtype, contiguous, kernel_jit, optional, sigmoid, tanh, typed
+from minirec.kernels.cpu._common import check_args, contiguous, dim, kernel_jit, optional, sigmoid, tanh, typed
 
 __all__ = [
     "gru_forward", "gru_backward", "mgu_forward", "mgu_backward", "sgu_forward", "sgu_backward",
@@ -82,10 +82,11 @@ def _gru_update(t, x_proj, s, h_prev, mask, has_mask, gates, h):
 @register_kernel("gru_forward", "cpu")
 def gru_forward(x_proj, U, h0, mask):
     """`minirec.kernels.gru.gru_forward` on the CPU: returns (h (T, B, H), gates (T, B, 3H))."""
-    dtype = check_dtype(x_proj, "x_proj")
+    T, B, H = dim(x_proj, 0), dim(x_proj, 1), dim(h0, 1)
+    dtype = check_args("gru_forward", x_proj=(x_proj, (T, B, 3 * H)), U=(U, (H, 3 * H)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     x_proj, h0 = contiguous(x_proj, dtype), contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = x_proj.shape[0], h0.shape
     U_zr, U_h = contiguous(U[:, : 2 * H], dtype), contiguous(U[:, 2 * H :], dtype)
     h, gates = np.empty((T, B, H), dtype), np.empty((T, B, 3 * H), dtype)
     s_zr, s_h, rh = np.empty((B, 2 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
@@ -134,10 +135,11 @@ def _gru_backward_b(t, gates, h_prev, d_rh, dh, grad_x, partial):
 @register_kernel("gru_backward", "cpu")
 def gru_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     """`minirec.kernels.gru.gru_backward` on the CPU: returns (grad_x_proj, grad_U, grad_h0)."""
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("gru_backward", U=(U, (H, 3 * H)), h0=(h0, (B, H)), mask=(mask, (T, B)), h=(h, (T, B, H)),
+                       gates=(gates, (T, B, 3 * H)), grad_y=(grad_y, (T, B, H)), grad_h_last=(grad_h_last, (B, H)))
     h0, h, gates, grad_y = (contiguous(a, dtype) for a in (h0, h, gates, grad_y))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     U_zr_T, U_h_T = contiguous(U[:, : 2 * H].T, dtype), contiguous(U[:, 2 * H :].T, dtype)
     grad_x = np.empty((T, B, 3 * H), dtype)
     delta = contiguous(grad_h_last, dtype).copy()
@@ -188,10 +190,11 @@ def _mgu_update(t, x_proj, s, h_prev, mask, has_mask, gates, h):
 @register_kernel("mgu_forward", "cpu")
 def mgu_forward(x_proj, U, h0, mask):
     """`minirec.kernels.mgu.mgu_forward` on the CPU: returns (h (T, B, H), gates (T, B, 2H))."""
-    dtype = check_dtype(x_proj, "x_proj")
+    T, B, H = dim(x_proj, 0), dim(x_proj, 1), dim(h0, 1)
+    dtype = check_args("mgu_forward", x_proj=(x_proj, (T, B, 2 * H)), U=(U, (H, 2 * H)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     x_proj, h0 = contiguous(x_proj, dtype), contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = x_proj.shape[0], h0.shape
     U_f, U_h = contiguous(U[:, :H], dtype), contiguous(U[:, H:], dtype)
     h, gates = np.empty((T, B, H), dtype), np.empty((T, B, 2 * H), dtype)
     s_f, s_h, fh = (np.empty((B, H), dtype) for _ in range(3))
@@ -238,10 +241,11 @@ def _mgu_backward_b(t, gates, h_prev, d_fh, dh, grad_x, partial):
 @register_kernel("mgu_backward", "cpu")
 def mgu_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     """`minirec.kernels.mgu.mgu_backward` on the CPU: returns (grad_x_proj, grad_U, grad_h0)."""
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("mgu_backward", U=(U, (H, 2 * H)), h0=(h0, (B, H)), mask=(mask, (T, B)), h=(h, (T, B, H)),
+                       gates=(gates, (T, B, 2 * H)), grad_y=(grad_y, (T, B, H)), grad_h_last=(grad_h_last, (B, H)))
     h0, h, gates, grad_y = (contiguous(a, dtype) for a in (h0, h, gates, grad_y))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     U_f_T, U_h_T = contiguous(U[:, :H].T, dtype), contiguous(U[:, H:].T, dtype)
     grad_x = np.empty((T, B, 2 * H), dtype)
     delta = contiguous(grad_h_last, dtype).copy()
@@ -283,10 +287,11 @@ def _sgu_step(t, x_proj, s, h_prev, mask, has_mask, gates, h):
 @register_kernel("sgu_forward", "cpu")
 def sgu_forward(x_proj, U, h0, mask):
     """`minirec.kernels.sgu.sgu_forward` on the CPU: returns (h (T, B, H), gates (T, B, H + 2))."""
-    dtype = check_dtype(x_proj, "x_proj")
+    T, B, H = dim(x_proj, 0), dim(x_proj, 1), dim(h0, 1)
+    dtype = check_args("sgu_forward", x_proj=(x_proj, (T, B, H + 2)), U=(U, (H, H + 2)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     x_proj, U, h0 = contiguous(x_proj, dtype), contiguous(U, dtype), contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = x_proj.shape[0], h0.shape
     h, gates = np.empty((T, B, H), dtype), np.empty((T, B, H + 2), dtype)
     s = np.empty((B, H + 2), dtype)
     for t in range(T):
@@ -324,10 +329,11 @@ def _sgu_backward_step(t, gates, h_prev, s_h, mask, has_mask, grad_y, delta, gra
 @register_kernel("sgu_backward", "cpu")
 def sgu_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     """`minirec.kernels.sgu.sgu_backward` on the CPU: returns (grad_x_proj, grad_U, grad_h0)."""
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("sgu_backward", U=(U, (H, H + 2)), h0=(h0, (B, H)), mask=(mask, (T, B)), h=(h, (T, B, H)),
+                       gates=(gates, (T, B, H + 2)), grad_y=(grad_y, (T, B, H)), grad_h_last=(grad_h_last, (B, H)))
     h0, h, gates, grad_y = (contiguous(a, dtype) for a in (h0, h, gates, grad_y))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     U = contiguous(U, dtype)
     U_T = contiguous(U.T, dtype)
     h_prev_all = _previous_all(h, h0)
@@ -369,10 +375,11 @@ def _lstm_step(t, x_proj, s, h_prev, c_prev, mask, has_mask, gates, h, c):
 @register_kernel("lstm_forward", "cpu")
 def lstm_forward(x_proj, U, h0, c0, mask):
     """`minirec.kernels.lstm.lstm_forward` on the CPU: returns (h, c (T, B, H), gates (T, B, 4H))."""
-    dtype = check_dtype(x_proj, "x_proj")
+    T, B, H = dim(x_proj, 0), dim(x_proj, 1), dim(h0, 1)
+    dtype = check_args("lstm_forward", x_proj=(x_proj, (T, B, 4 * H)), U=(U, (H, 4 * H)), h0=(h0, (B, H)),
+                       c0=(c0, (B, H)), mask=(mask, (T, B)))
     x_proj, U, h0, c0 = (contiguous(a, dtype) for a in (x_proj, U, h0, c0))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = x_proj.shape[0], h0.shape
     h, c, gates = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype), np.empty((T, B, 4 * H), dtype)
     s = np.empty((B, 4 * H), dtype)
     for t in range(T):
@@ -418,10 +425,12 @@ def _lstm_backward_step(t, gates, c, c_prev, mask, has_mask, grad_y, delta_h, de
 @register_kernel("lstm_backward", "cpu")
 def lstm_backward(U, h0, c0, mask, h, c, gates, grad_y, grad_h_last, grad_c_last):
     """`minirec.kernels.lstm.lstm_backward` on the CPU: returns (grad_x_proj, grad_U, grad_h0, grad_c0)."""
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("lstm_backward", U=(U, (H, 4 * H)), h0=(h0, (B, H)), c0=(c0, (B, H)), mask=(mask, (T, B)),
+                       h=(h, (T, B, H)), c=(c, (T, B, H)), gates=(gates, (T, B, 4 * H)), grad_y=(grad_y, (T, B, H)),
+                       grad_h_last=(grad_h_last, (B, H)), grad_c_last=(grad_c_last, (B, H)))
     h0, c0, h, c, gates, grad_y = (contiguous(a, dtype) for a in (h0, c0, h, c, gates, grad_y))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     U_T = contiguous(U.T, dtype)
     grad_x = np.empty((T, B, 4 * H), dtype)
     delta_h, delta_c = contiguous(grad_h_last, dtype).copy(), contiguous(grad_c_last, dtype).copy()
@@ -455,10 +464,11 @@ def _atr_step(t, p, s, b_q, h_prev, mask, has_mask, h, i_all, f_all):
 @register_kernel("atr_forward", "cpu")
 def atr_forward(p, U, b_q, h0, mask):
     """`minirec.kernels.atr.atr_forward` on the CPU: returns (h, i, f), each (T, B, H)."""
-    dtype = check_dtype(p, "p")
+    T, B, H = dim(p, 0), dim(p, 1), dim(p, 2)
+    dtype = check_args("atr_forward", p=(p, (T, B, H)), U=(U, (H, H)), b_q=(b_q, (H,)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     p, U, b_q, h0 = (contiguous(a, dtype) for a in (p, U, b_q, h0))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = p.shape[0], h0.shape
     h, i, f = (np.empty((T, B, H), dtype) for _ in range(3))
     s = np.empty((B, H), dtype)
     for t in range(T):
@@ -488,10 +498,12 @@ def _atr_backward_step(t, p, h_prev, i_all, f_all, mask, has_mask, grad_y, d, gr
 @register_kernel("atr_backward", "cpu")
 def atr_backward(p, U, h0, h, i, f, mask, grad_y, grad_h_last):
     """`minirec.kernels.atr.atr_backward` on the CPU: returns (grad_p, grad_U, grad_b_q, grad_h0)."""
-    dtype = check_dtype(p, "p")
+    T, B, H = dim(p, 0), dim(p, 1), dim(p, 2)
+    dtype = check_args("atr_backward", p=(p, (T, B, H)), U=(U, (H, H)), h0=(h0, (B, H)), h=(h, (T, B, H)),
+                       i=(i, (T, B, H)), f=(f, (T, B, H)), mask=(mask, (T, B)), grad_y=(grad_y, (T, B, H)),
+                       grad_h_last=(grad_h_last, (B, H)))
     p, h0, h, i, f, grad_y = (contiguous(a, dtype) for a in (p, h0, h, i, f, grad_y))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = p.shape[0], h0.shape
     U_T = contiguous(U.T, dtype)
     grad_p, grad_q = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
     d = contiguous(grad_h_last, dtype).copy()

@@ -19,9 +19,10 @@ import numpy as np
 from minirec.kernels import minrnn as _reference
 from minirec.kernels import register_kernel
 from minirec.kernels.cpu._common import (
-    check_dtype,
+    check_args,
     columns,
     contiguous,
+    dim,
     exp,
     g,
     g_prime,
@@ -91,11 +92,12 @@ def _mingru_backward_tile(b0, b1, j0, j1, grad_h, h, h0, z, X, x_at, mask, has_m
 def mingru_forward(k, x_tilde, h0, mask=None, mode="sequential", g_activation=False):
     """`minirec.kernels.minrnn.mingru_forward` on the CPU: returns (h, z), each (T, B, H)."""
     _reference.check_mode(mode)
-    dtype = check_dtype(k, "k")
+    T, B, H = dim(k, 0), dim(k, 1), dim(k, 2)
+    dtype = check_args("mingru_forward", k=(k, (T, B, H)), x_tilde=(x_tilde, (T, B, H)), h0=(h0, (B, H)),
+                       mask=(mask, (T, B)))
     (K, k_at), (X, x_at) = columns(k, dtype), columns(x_tilde, dtype)
     h0 = contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = k.shape[0], h0.shape
     h, z = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
     run_tiles(_mingru_forward_tile, T, B, H, K, k_at, X, x_at, h0, mask, has_mask,
               bool(g_activation) or mode == "log", h, z, ns_per_element=2)
@@ -106,11 +108,12 @@ def mingru_forward(k, x_tilde, h0, mask=None, mode="sequential", g_activation=Fa
 def mingru_backward(grad_h, h, h0, z, x_tilde, mask=None, mode="sequential", g_activation=False):
     """`minirec.kernels.minrnn.mingru_backward` on the CPU: returns (grad_k, grad_x_tilde, grad_h0)."""
     _reference.check_mode(mode)
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("mingru_backward", grad_h=(grad_h, (T, B, H)), h=(h, (T, B, H)), h0=(h0, (B, H)),
+                       z=(z, (T, B, H)), x_tilde=(x_tilde, (T, B, H)), mask=(mask, (T, B)))
     grad_h, h, h0, z = (contiguous(a, dtype) for a in (grad_h, h, h0, z))
     X, x_at = columns(x_tilde, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     grad_k, grad_x, grad_h0 = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype), np.empty((B, H), dtype)
     run_tiles(_mingru_backward_tile, T, B, H, grad_h, h, h0, z, X, x_at, mask, has_mask,
               bool(g_activation) or mode == "log", grad_k, grad_x, grad_h0, ns_per_element=2)
@@ -181,11 +184,12 @@ def _minlstm_backward_tile(b0, b1, j0, j1, grad_h, h, h0, f_prime, KF, kf_at, KI
 def minlstm_forward(k_f, k_i, x_tilde, h0, mask=None, mode="sequential", g_activation=False):
     """`minirec.kernels.minrnn.minlstm_forward` on the CPU: returns (h, f_prime), each (T, B, H)."""
     _reference.check_mode(mode)
-    dtype = check_dtype(k_f, "k_f")
+    T, B, H = dim(k_f, 0), dim(k_f, 1), dim(k_f, 2)
+    dtype = check_args("minlstm_forward", k_f=(k_f, (T, B, H)), k_i=(k_i, (T, B, H)), x_tilde=(x_tilde, (T, B, H)),
+                       h0=(h0, (B, H)), mask=(mask, (T, B)))
     (KF, kf_at), (KI, ki_at), (X, x_at) = (columns(a, dtype) for a in (k_f, k_i, x_tilde))
     h0 = contiguous(h0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = k_f.shape[0], h0.shape
     h, f_prime = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
     run_tiles(_minlstm_forward_tile, T, B, H, KF, kf_at, KI, ki_at, X, x_at, h0, mask, has_mask,
               bool(g_activation) or mode == "log", h, f_prime, ns_per_element=5)
@@ -197,11 +201,13 @@ def minlstm_backward(grad_h, h, h0, f_prime, k_f, k_i, x_tilde, mask=None, mode=
     """`minirec.kernels.minrnn.minlstm_backward` on the CPU: returns (grad_k_f, grad_k_i,
     grad_x_tilde, grad_h0)."""
     _reference.check_mode(mode)
-    dtype = check_dtype(h, "h")
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("minlstm_backward", grad_h=(grad_h, (T, B, H)), h=(h, (T, B, H)), h0=(h0, (B, H)),
+                       f_prime=(f_prime, (T, B, H)), k_f=(k_f, (T, B, H)), k_i=(k_i, (T, B, H)),
+                       x_tilde=(x_tilde, (T, B, H)), mask=(mask, (T, B)))
     grad_h, h, h0, f_prime = (contiguous(a, dtype) for a in (grad_h, h, h0, f_prime))
     (KF, kf_at), (KI, ki_at), (X, x_at) = (columns(a, dtype) for a in (k_f, k_i, x_tilde))
     mask, has_mask = optional(mask, dtype, 2)
-    T, (B, H) = h.shape[0], h0.shape
     grads = [np.empty((T, B, H), dtype) for _ in range(3)]
     grad_h0 = np.empty((B, H), dtype)
     run_tiles(_minlstm_backward_tile, T, B, H, grad_h, h, h0, f_prime, KF, kf_at, KI, ki_at, X, x_at, mask, has_mask,

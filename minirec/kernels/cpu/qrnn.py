@@ -115,8 +115,8 @@ def _skip(x_skip, dtype):
 def qrnn_forward(U, b, c0, x_skip, mask):
     """`minirec.kernels.qrnn.qrnn_forward` on the CPU: returns (h, c, z, f, o), each (T, B, H)."""
     T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
-    dtype = check_args("qrnn_forward", ("x_skip", "mask"), U=(U, (T, B, (3 * H, 4 * H))), b=(b, (3 * H,)), c0=(c0, (B, H)),
-                       x_skip=(x_skip, (T, B, H)), mask=(mask, (T, B)))
+    dtype = check_args("qrnn_forward", ("x_skip", "mask"), U=(U, (T, B, (3 * H, 4 * H))), b=(b, (3 * H,)),
+                       c0=(c0, (B, H)), x_skip=(x_skip, (T, B, H)), mask=(mask, (T, B)))
     U, bias, c0 = contiguous(U, dtype), contiguous(b, dtype), contiguous(c0, dtype)
     mask, has_mask = optional(mask, dtype, 2)
     h, c, z, f, o = (np.empty((T, B, H), dtype) for _ in range(5))
@@ -130,9 +130,9 @@ def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
     """`minirec.kernels.qrnn.qrnn_backward` on the CPU: returns (grad_U3, grad_b, grad_x_skip or
     None, grad_c0)."""
     T, B, H = dim(c, 0), dim(c, 1), dim(c, 2)
-    dtype = check_args("qrnn_backward", ("x_skip", "mask"), grad_h=(grad_h, (T, B, H)), grad_c_last=(grad_c_last, (B, H)),
-                       c0=(c0, (B, H)), x_skip=(x_skip, (T, B, H)), c=(c, (T, B, H)), z=(z, (T, B, H)),
-                       f=(f, (T, B, H)), o=(o, (T, B, H)), mask=(mask, (T, B)))
+    dtype = check_args("qrnn_backward", ("x_skip", "mask"), grad_h=(grad_h, (T, B, H)),
+                       grad_c_last=(grad_c_last, (B, H)), c0=(c0, (B, H)), x_skip=(x_skip, (T, B, H)),
+                       c=(c, (T, B, H)), z=(z, (T, B, H)), f=(f, (T, B, H)), o=(o, (T, B, H)), mask=(mask, (T, B)))
     grad_h, grad_c_last, c0, c, z, f, o = (contiguous(a, dtype) for a in (grad_h, grad_c_last, c0, c, z, f, o))
     skip, skip_at, has_skip = _skip(x_skip, dtype)
     mask, has_mask = optional(mask, dtype, 2)

@@ -44,7 +44,9 @@ def _backward_tile(b0, b1, j0, j1, a, h, h0, grad_h, grad_a, grad_b, grad_h0):
 
 
 def _flat(arrays, h0):
-    """Validated arrays as C-contiguous (T, N), h0 as (N,) (zeros for None), and the shape."""
+    """Validated arrays as C-contiguous (T, N), h0 as (N,) (zeros for None), and the shape. The
+    reference's own check (one shape and one dtype for all, ValueError naming the arrays) is what
+    the other wrappers' `check_args` does: nothing reaches numba with a shape it would overrun."""
     *arrays, h0 = scan._validate(np, arrays, "h0", h0)
     dtype = check_dtype(arrays[0])
     shape = arrays[0].shape

@@ -117,9 +117,9 @@ def _drop(drop, shape, dtype):
 def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     """`minirec.kernels.sru.sru_forward` on the CPU: returns (h, c, f, r), each (T, B, H)."""
     T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
-    dtype = check_args("sru_forward", ("mask", "drop"), U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)), v_f=(v_f, (H,)),
-                       v_r=(v_r, (H,)), b_f=(b_f, (H,)), b_r=(b_r, (H,)), c0=(c0, (B, H)), mask=(mask, (T, B)),
-                       drop=(drop, (B, H)))
+    dtype = check_args("sru_forward", ("mask", "drop"), U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)),
+                       v_f=(v_f, (H,)), v_r=(v_r, (H,)), b_f=(b_f, (H,)), b_r=(b_r, (H,)), c0=(c0, (B, H)),
+                       mask=(mask, (T, B)), drop=(drop, (B, H)))
     U, c0 = contiguous(U, dtype), contiguous(c0, dtype)
     skip, skip_at = columns(x_skip, dtype)
     vectors = [contiguous(v, dtype) for v in (v_f, v_r, b_f, b_r)]
@@ -135,10 +135,10 @@ def sru_backward(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, dr
     """`minirec.kernels.sru.sru_backward` on the CPU: returns (grad_U3, grad_x_skip, grad_v_f,
     grad_v_r, grad_b_f, grad_b_r, grad_c0)."""
     T, B, H = dim(U, 0), dim(U, 1), dim(c0, 1)
-    dtype = check_args("sru_backward", ("mask", "drop"), grad_h=(grad_h, (T, B, H)), grad_c_last=(grad_c_last, (B, H)),
-                       U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)), v_f=(v_f, (H,)), v_r=(v_r, (H,)),
-                       c0=(c0, (B, H)), c=(c, (T, B, H)), f=(f, (T, B, H)), r=(r, (T, B, H)), mask=(mask, (T, B)),
-                       drop=(drop, (B, H)))
+    dtype = check_args("sru_backward", ("mask", "drop"), grad_h=(grad_h, (T, B, H)),
+                       grad_c_last=(grad_c_last, (B, H)), U=(U, (T, B, (3 * H, 4 * H))), x_skip=(x_skip, (T, B, H)),
+                       v_f=(v_f, (H,)), v_r=(v_r, (H,)), c0=(c0, (B, H)), c=(c, (T, B, H)), f=(f, (T, B, H)),
+                       r=(r, (T, B, H)), mask=(mask, (T, B)), drop=(drop, (B, H)))
     grad_h, grad_c_last, U, v_f, v_r, c0, c, f, r = (
         contiguous(a, dtype) for a in (grad_h, grad_c_last, U, v_f, v_r, c0, c, f, r))
     skip, skip_at = columns(x_skip, dtype)
