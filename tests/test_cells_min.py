@@ -23,6 +23,18 @@ T, B, D, H = 5, 3, 4, 3
 TOL = 1e-10
 
 
+@pytest.fixture
+def reference_kernels(monkeypatch):
+    """The modes choose among the reference solvers; the numba CPU kernels run one loop for every
+    mode, so comparing modes on them would compare a loop with itself."""
+    monkeypatch.setenv("MINIREC_KERNELS", "reference")
+
+
+def assert_other_arithmetic(a, b):
+    """The two runs really took different solvers (not one loop twice): not bit-identical."""
+    assert not np.array_equal(a[0], b[0])
+
+
 @pytest.fixture(autouse=True)
 def float64_default():
     previous = backend.get_default_dtype()
@@ -87,7 +99,9 @@ def assert_same(a, b, tol=TOL):
 @pytest.mark.parametrize(("mode", "g"), VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("with_h0", [False, True], ids=["h0=default", "h0"])
-def test_fused_matches_reference(name, mode, g, masked, with_h0):
+@pytest.mark.parametrize("kernels", ["auto", "reference"])  # the numba loop, and each mode's own solver
+def test_fused_matches_reference(name, mode, g, masked, with_h0, kernels, monkeypatch):
+    monkeypatch.setenv("MINIREC_KERNELS", kernels)
     cell = make_cell(name, mode, g)
     x, h0 = make_inputs(positive_h0=mode == "log")
     mask = lengths_mask([5, 2, 4]) if masked else None
@@ -98,24 +112,27 @@ def test_fused_matches_reference(name, mode, g, masked, with_h0):
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("g", [None, True], ids=["plain", "g"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "padded"])
-def test_parallel_equals_sequential(name, g, masked):
+def test_parallel_equals_sequential(name, g, masked, reference_kernels):
     x, h0 = make_inputs(positive_h0=False)
     mask = lengths_mask([3, 5, 1]) if masked else None
     sequential = run_with_grads(make_cell(name, "sequential", g), x, h0, mask)
     parallel = run_with_grads(make_cell(name, "parallel", g), x, h0, mask)
     assert_same(sequential, parallel)
+    assert_other_arithmetic(sequential, parallel)
 
 
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("with_h0", [False, True], ids=["h0=default", "h0"])
-def test_log_mode_equals_sequential_with_g(name, masked, with_h0):
+def test_log_mode_equals_sequential_with_g(name, masked, with_h0, reference_kernels):
     x, h0 = make_inputs(seed=4)
     mask = lengths_mask([5, 1, 3]) if masked else None
     h0 = h0 if with_h0 else None
     log = run_with_grads(make_cell(name, "log"), x, h0, mask)
     for mode in ("sequential", "parallel"):
-        assert_same(log, run_with_grads(make_cell(name, mode, True), x, h0, mask))
+        other = run_with_grads(make_cell(name, mode, True), x, h0, mask)
+        assert_same(log, other)
+        assert_other_arithmetic(log, other)
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -337,7 +354,7 @@ def test_float32_stays_float32(name, mode):
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_log_mode_saturated_gates(name):
+def test_log_mode_saturated_gates(name, reference_kernels):
     """Huge pre-activations: the softplus forms keep every mode finite, and they still agree."""
     cell = make_cell(name, "log", input_size=2, hidden_size=2)
     cell.weight.data *= 200

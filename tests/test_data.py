@@ -208,6 +208,9 @@ def test_bptt_windows_cover_every_prediction_once(n_ids, batch_size, bptt):
     assert len(windows) == n_windows(data, bptt)
     assert sum(len(inputs) for inputs, _ in windows) == len(data) - 1
     assert all(1 <= len(inputs) <= bptt for inputs, _ in windows)
+    if windows:  # in order, each step once: the inputs are the stream, the targets the stream shifted
+        np.testing.assert_array_equal(np.concatenate([inputs for inputs, _ in windows]), data[:-1])
+        np.testing.assert_array_equal(np.concatenate([targets for _, targets in windows]), data[1:])
 
 
 # --------------------------------------------------------------------------- SST

@@ -155,9 +155,12 @@ CASES = {
     ids=lambda p: "T{}-B{}-H{}".format(*p) if isinstance(p, tuple) else p,
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_cpu_kernel_matches_reference(case, size, dtype):
+def test_cpu_kernel_matches_reference(case, size, dtype, monkeypatch):
     builder, options = CASES[case]
     T, B, H = size
+    if size == SPLIT_SIZE:  # make the threaded path cut this row into channel ranges (on any machine)
+        monkeypatch.setitem(_common.THREADS, "count", 3)
+        monkeypatch.setattr(_common, "MIN_TILE_NS", 1)
     rtol = RTOL[dtype]
     for with_mask in (False, True):
         for zero_state in (False, True):
@@ -190,15 +193,17 @@ def test_min_rnn_gates_stay_finite_and_exact_for_extreme_pre_activations(dtype):
     """minLSTM's f′ = f/(f + i) and minGRU's σ(±k) where f and i underflow or saturate."""
     k = np.array([-120, -90, -40, -1, 0, 1, 40, 90, 120], dtype)
     k_f, k_i = (a.reshape(-1, 1, 1).astype(dtype) for a in np.meshgrid(k, k))
-    x = np.ones_like(k_f)
-    h0 = np.ones((1, 1), dtype)
+    # candidates that differ from step to step and from h0, so that h depends on every gate
+    x = np.random.default_rng(3).uniform(-2, 2, k_f.shape).astype(dtype)
+    h0 = np.full((1, 1), 0.5, dtype)
+    outputs = {}
     for kind in ("reference", "cpu"):
         h, f_prime = get_kernel("minlstm_forward", np, kind=kind)(k_f.reshape(-1, 1, 1), k_i.reshape(-1, 1, 1),
                                                                   x.reshape(-1, 1, 1), h0, None, "sequential")
         assert np.isfinite(h).all() and np.isfinite(f_prime).all()
-        if kind == "reference":
-            expected = f_prime
-    assert_close(f_prime, expected, RTOL[dtype], "minlstm f′")
+        outputs[kind] = h, f_prime
+    assert_close(outputs["cpu"][1], outputs["reference"][1], RTOL[dtype], "minlstm f′")
+    assert_close(outputs["cpu"][0], outputs["reference"][0], RTOL[dtype], "minlstm h")
     ours = get_kernel("mingru_forward", np, kind="cpu")(k_f, x, np.zeros((1, 1), dtype), None, "sequential")
     reference = get_kernel("mingru_forward", np, kind="reference")(k_f, x, np.zeros((1, 1), dtype), None, "sequential")
     for out, ref in zip(ours, reference):

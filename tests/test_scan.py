@@ -279,6 +279,20 @@ def test_backward_methods_agree_with_numba(T, with_h0, dtype):
             assert_close(np.asarray(x), r, RTOL[dtype])
 
 
+def test_dispatch_runs_the_method_it_names():
+    # Agreement tests alone would pass if every method ran the loop: the methods' arithmetic
+    # differs, so their results are not bit-identical, and each is the named solver's own.
+    a, b, h0 = make(64, seed=40)
+    sequential = S.linear_scan(a, b, h0, method="sequential")
+    blelloch = S.linear_scan(a, b, h0, method="blelloch")
+    assert np.array_equal(blelloch, S.linear_scan_blelloch(a, b, h0))
+    assert np.array_equal(sequential, S.linear_scan_sequential(a, b, h0))
+    assert not np.array_equal(blelloch, sequential)
+    grad_h = np.random.default_rng(41).normal(size=a.shape)
+    backward = {m: S.linear_scan_backward(a, sequential, h0, grad_h, method=m) for m in ("sequential", "blelloch")}
+    assert not np.array_equal(backward["blelloch"][0], backward["sequential"][0])
+
+
 def test_backward_formula_explicit():
     # g_t = grad_h_t + a_{t+1} g_{t+1}, grad_a_t = g_t h_{t-1}, grad_h0 = a_1 g_1
     a = np.array([0.5, 2.0, -1.0])

@@ -502,6 +502,22 @@ def test_huge_learning_rate_diverges_with_a_message(ptb_dir, tmp_path, capsys):
 
 
 # ---- SST ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("levels", [None, "fofe,gru"], ids=["flat", "hierarchical"])
+def test_word_dropout_reaches_the_model(sst_dir, levels):
+    # Recorded in the config is not enough: the same seed with and without it must train differently.
+    if levels and "fofe" not in cell_names():
+        pytest.skip("needs fofe")
+    def run(p):
+        config = sst_config(sst_dir, epochs=1, dropout=0.0, word_dropout=p)
+        if levels:
+            config.update(levels=levels, chunk_size=3)
+            del config["layers"]
+        return curve(train_sst(config))
+
+    assert run(0.3) != run(0.0)
+    assert run(0.3) == run(0.3)  # and nothing else differs from run to run
+
+
 def test_sst_run(sst_dir, tmp_path):
     results = train_sst(sst_config(sst_dir, tmp_path / "sst", pooling="last", word_dropout=0.2))
     assert results["status"] == "completed"
