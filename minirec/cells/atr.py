@@ -36,7 +36,7 @@ import math
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function
-from minirec.cells.base import Cell, check_weight_dtype, mask_array, project_inputs, register
+from minirec.cells.base import Cell, mask_array, project_inputs, register
 from minirec.kernels import atr as _atr_kernels  # noqa: F401 - registers the reference kernels
 from minirec.kernels import get_kernel
 from minirec.nn.layers import uniform_parameter
@@ -88,7 +88,6 @@ class ATR(Cell):
         return project_inputs(x, self.input_weight, self.bias)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x, self.input_weight)
         p = self._project(x)
         return ATRRecurrence.apply(p, self.recurrent_weight, self.recurrent_bias, h0, mask_array(mask, x.data))
 

@@ -61,7 +61,7 @@ from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function
 from minirec.autograd.ops import stable_sigmoid
-from minirec.cells.base import Cell, check_weight_dtype, mask_array, project_inputs, register
+from minirec.cells.base import Cell, mask_array, project_inputs, register
 from minirec.kernels import get_kernel
 from minirec.kernels import lrn as _lrn_kernels
 from minirec.nn.layers import uniform_parameter
@@ -155,7 +155,6 @@ class _LRNFamily(Cell):
         return project_inputs(x, self.input_weight, self.bias)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x, self.input_weight)
         z = self._project(x)
         return self.recurrence.apply(z, h0, mask_array(mask, x.data), activation=self.activation)
 

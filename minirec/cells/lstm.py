@@ -39,7 +39,7 @@ import math
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import Function, Tensor
-from minirec.cells.base import Cell, check_weight_dtype, mask_array, project_inputs, register
+from minirec.cells.base import Cell, mask_array, project_inputs, register
 from minirec.kernels import get_kernel
 from minirec.kernels import lstm as _lstm_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
@@ -101,7 +101,6 @@ class LSTM(Cell):
         return zeros(), zeros()
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x, self.recurrent_weight)
         x_proj = project_inputs(x, self.input_weight, self.bias)
         h, c = h0
         y, h_last, c_last = LSTMRecurrence.apply(x_proj, self.recurrent_weight, h, c, mask_array(mask, x.data))

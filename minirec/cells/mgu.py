@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 from minirec.autograd import ops
-from minirec.cells.base import Cell, HiddenMatrixRecurrence, check_weight_dtype, mask_array, project_inputs, register
+from minirec.cells.base import Cell, HiddenMatrixRecurrence, mask_array, project_inputs, register
 from minirec.kernels import mgu as _mgu_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
 
@@ -63,7 +63,6 @@ class MGU(Cell):
         return 2 * (H * (H + D) + H)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x, self.recurrent_weight)
         x_proj = project_inputs(x, self.input_weight, self.bias)
         return MGURecurrence.apply(x_proj, self.recurrent_weight, h0, mask_array(mask, x.data))
 

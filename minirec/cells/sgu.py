@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 
 from minirec.autograd import ops
-from minirec.cells.base import Cell, HiddenMatrixRecurrence, check_weight_dtype, mask_array, project_inputs, register
+from minirec.cells.base import Cell, HiddenMatrixRecurrence, mask_array, project_inputs, register
 from minirec.kernels import sgu as _sgu_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
 
@@ -76,7 +76,6 @@ class SGU(Cell):
         return (H + 2) * (H + D + 1)
 
     def run(self, x, h0, mask):
-        check_weight_dtype(self, x, self.recurrent_weight)
         x_proj = project_inputs(x, self.input_weight, self.bias)
         return SGURecurrence.apply(x_proj, self.recurrent_weight, h0, mask_array(mask, x.data))
 
