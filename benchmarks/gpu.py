@@ -74,7 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dry-run", action="store_true", help="print what would be measured, run nothing")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="also write the tables as JSON (chapter 6 reads benchmarks/results/gpu.json)")
+                   help="also write the tables as JSON (chapter 10 reads benchmarks/results/gpu.json)")
     return p.parse_args(argv)
 
 

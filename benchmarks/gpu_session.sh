@@ -9,7 +9,7 @@
 #
 # STEP is one of
 #   tests    pytest -m cuda: every kernel, scan and op against its NumPy reference on the GPU
-#   kernels  benchmarks/gpu.py: the kernel and layer tables, also as gpu.json (chapter 6 reads
+#   kernels  benchmarks/gpu.py: the kernel and layer tables, also as gpu.json (chapter 10 reads
 #            benchmarks/results/gpu.json: copy it there from the run's files)
 #   speed    benchmarks/ptb.py --device gpu: PTB training tokens/s, small and medium presets
 #   medium   the PTB medium preset with $MEDIUM_CELL (default lrn) on the GPU, for at most

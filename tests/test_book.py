@@ -69,7 +69,7 @@ def test_book_pages(built_book):
         title = _title(chapter)
         assert title in page, f"{chapter.name}: title {title!r} missing"
         assert f"chapters/{chapter.stem}.html" in index, f"{chapter.name} is not in the table of contents"
-        images = re.findall(r'<img[^>]*src="([^"]+\.png)"', page)
+        images = re.findall(r'<img[^>]*src="([^"]+\.(?:png|svg))"', page)
         assert images, f"{chapter.name}: no figure embedded"
         for src in images:
             assert (page_path.parent / src).resolve().is_file(), f"{chapter.name}: figure {src} not in the build"
@@ -80,7 +80,7 @@ def test_book_pages(built_book):
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
 def test_book_in_headless_chromium(built_book, tmp_path):
-    chapter = next((p for p in CHAPTERS if p.stem.startswith("05_")), CHAPTERS[0])
+    chapter = next((p for p in CHAPTERS if p.stem.startswith("06_")), CHAPTERS[0])
     page = built_book / "chapters" / f"{chapter.stem}.html"
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
@@ -91,7 +91,7 @@ def test_book_in_headless_chromium(built_book, tmp_path):
     dom = html.unescape(proc.stdout)
     title = _title(chapter)
     assert re.search(r"<h1[^>]*>\s*" + re.escape(title), dom), f"the browser does not show the title {title!r}"
-    images = re.findall(r'<img[^>]*src="([^"]+\.png)"', dom)
+    images = re.findall(r'<img[^>]*src="([^"]+\.(?:png|svg))"', dom)
     assert images, "the browser shows no figure"
     assert all((page.parent / src).resolve().is_file() for src in images)
     # A MathJax served with the book (sphinx-mathjax-offline, or MINIREC_MATHJAX_PATH) works offline:

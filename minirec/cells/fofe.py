@@ -8,7 +8,7 @@ h_t = Σ_{s≤t} α^{t−s} x_s: one product with the lower-triangular matrix L[
 
 With a mask m_t ∈ {0, 1} (padding carries the state), the recurrence is the linear scan
 h_t = a_t·h_{t−1} + b_t with a_t = m_t·α + (1 − m_t) and b_t = m_t·x_t, so the fused Function
-is a call to `linear_scan` and its backward a reverse scan (chapter 2, chapter 5):
+is a call to `linear_scan` and its backward a reverse scan (chapter 2, chapter 6):
     δ_t = ∂L/∂h_t (total) = m_t·ȳ_t + a_{t+1}·δ_{t+1}  (+ the gradient of h_last at t = T),
     ∂L/∂x_t = m_t·δ_t,    ∂L/∂h_0 = a_1·δ_1.
 """
