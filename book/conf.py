@@ -27,8 +27,9 @@ author = "the minirec authors"
 copyright = "the minirec authors"
 release = "0.1.0"
 
-extensions = ["myst_nb"]
-myst_enable_extensions = ["dollarmath", "amsmath"]
+extensions = ["myst_nb", "sphinx_design"]      # sphinx_design: {dropdown} for folded solutions
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+numfig = True                                   # "Figure 3.2" numbers for captioned figures
 myst_heading_anchors = 3
 
 # Each chapter is a text notebook (jupytext MyST); generated .ipynb copies are never sources.

@@ -39,3 +39,21 @@ except ImportError:          # running a chapter without the book extra: glue sh
         return value
 
 __all__ = ["QUICK", "COLUMN_IN", "setup", "glue"]
+
+
+def table(rows, header, caption=None):
+    """An HTML table for the notebook and the book (text tables get clipped in a narrow column).
+
+    ``rows`` is a list of sequences; numbers are shown as given, so format them first.
+    """
+    from html import escape
+
+    from IPython.display import HTML
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return HTML(f'<table class="table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+
+
+__all__.append("table")
