@@ -47,7 +47,7 @@ import numpy as np
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import no_grad
-from minirec.kernels import kernel_mode
+from minirec.kernels import check_kind, kernel_mode
 from minirec.nn import SGD, Adam, clip_grad_norm
 
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state, write_json_atomic
@@ -68,12 +68,13 @@ class _Diverged(Exception):
 # ---- the two tasks ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _naming_cell_options(config):
-    """A cell that does not take a given option raises TypeError (an unexpected keyword): say
-    which option and which cell."""
+    """A cell that does not take a given option raises TypeError (an unexpected keyword), one
+    given a value of the wrong type a TypeError from its check (alpha=abc: '<' between int and
+    str): say which option and which cell."""
     try:
         yield
     except TypeError as error:
-        if not config["cell_options"] or "keyword argument" not in str(error):
+        if not config["cell_options"]:
             raise
         raise ValueError(f"cell options {config['cell_options']} not accepted by {config['cell']!r}: {error}") from None
 
@@ -366,6 +367,10 @@ class _Run:
         self.config = config = resolved
         if config["device"] == "gpu" and not backend.cuda_available():
             raise TrainingError("device 'gpu' requested but CUDA is not usable here (no CuPy or no GPU)")
+        try:  # MINIREC_KERNELS: a forced kind that cannot run fails here, not at the first batch
+            check_kind()
+        except (RuntimeError, ValueError) as error:
+            raise TrainingError(str(error)) from error
 
         backend.manual_seed(config["seed"])
         try:
