@@ -18,15 +18,17 @@ generator's state, the carried hidden state (PTB) and the epoch's running sums, 
 exactly too on the CPU (CuPy's generator state is not saved: a GPU run resumed mid-epoch draws
 different dropout masks for the rest of that epoch).
 
-Stopping. The first Ctrl-C (SIGINT, when running in the main thread) lets the current batch
-finish, then saves a checkpoint and returns with status "interrupted"; a second one aborts at
-once, except inside a state update (an optimiser step and its bookkeeping, the end-of-epoch
-records and files, the final files), which it lets finish first, so that what is saved is always
-one consistent state; the last complete batch is saved. An interrupt during the final test
-evaluation saves nothing (the weights in memory are then the best epoch's, not the last): the
-checkpoint of the last epoch is kept, and ``--resume`` runs the test again. A loss
-or gradient norm that is NaN or inf stops the run (status "diverged") with a message naming the
-epoch and batch; the last good checkpoint is left as it was.
+Stopping (`signals`). The first Ctrl-C or SIGTERM (when running in the main thread) lets the
+current batch finish, then saves a checkpoint and returns with status "interrupted"; a second one
+aborts at once, except inside a state update (an optimiser step and its bookkeeping, the
+end-of-epoch records and files), which it lets finish first, so that what is saved is always one
+consistent state; the last complete batch is saved. Once the run saves and reports, signals are
+ignored. An interrupt during the final test evaluation stops it at once and saves nothing (the
+weights in memory are then the best epoch's, not the last): the checkpoint of the last epoch is
+kept, and ``--resume`` runs the test again. A loss or gradient norm that is NaN or inf stops the
+run (status "diverged") with a message naming the epoch and batch; the last good checkpoint is
+left as it was. A write that fails (disk full) or a MemoryError stops it with status "failed",
+keeping the last good checkpoint. The run directory is locked for the run's life (`rundir`).
 """
 
 from __future__ import annotations
