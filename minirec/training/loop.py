@@ -323,7 +323,7 @@ class _Run:
         given = config
         resolved = resolve_config(task, given)
         if resolved["out"] is not None and not str(resolved["out"]).strip():
-            raise TrainingError("--out is empty: name a run directory (or leave out=None to write nothing)")
+            raise TrainingError("--out is empty: name a run directory (from Python, out=None writes nothing)")
         self.out = Path(resolved["out"]) if resolved["out"] else None
         # held from here to the end of the run: no second run or resume in this directory meanwhile
         self.run_dir = None if self.out is None else RunDirectory.open(self.out, (CHECKPOINT, BEST, RESULTS, CURVES))
@@ -340,8 +340,8 @@ class _Run:
             self.run_dir = None
 
     def _setup(self, task, given, resolved):
-        for note in [] if self.run_dir is None else self.run_dir.notes:
-            _log(resolved, f"minirec: {note}")
+        for note in [] if self.run_dir is None else self.run_dir.notes:  # (even with --quiet: files changed)
+            print(f"minirec: {note}", file=sys.stderr, flush=True)
         checkpoint = None
         if resolved["resume"]:
             if self.out is None:
@@ -722,7 +722,7 @@ class _Run:
             meta = load_checkpoint(path).meta
         except (OSError, ValueError):
             return f"{path} is kept"
-        where = f"epoch {meta['epochs_done'] + 1}, batch {meta['batches_done']}" if meta.get("in_epoch") \
+        where = f"batch {meta['batches_done']} of epoch {meta['epochs_done'] + 1}" if meta.get("in_epoch") \
             else f"epoch {meta.get('epochs_done')}"
         return f"the last good checkpoint ({path}, after {where}) is kept (continue with --resume)"
 
