@@ -25,7 +25,7 @@ from minirec.training.rundir import LOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ("import json, sys; from minirec.data import download; download.SHA256.update(json.loads(sys.argv[1])); "
-            "from minirec.cli import main; sys.exit(main(sys.argv[2:]))")
+            "from minirec.cli import main; sys.argv = ['minirec', *sys.argv[2:]]; sys.exit(main())")
 START_TIMEOUT_S = 180  # a cold numba cache compiles the kernels first
 
 
@@ -213,6 +213,14 @@ def test_other_bad_options_are_clear_errors(tmp_path, capsys, args, message):
     except SystemExit as exit:  # argparse's own errors
         code = exit.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_command_called_from_python_leaves_the_signal_handlers_as_they_were(registered, tmp_path):
+    from minirec.cli import main
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(tiny(registered, tmp_path / "run", epochs=1)) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_forced_cuda_kernels_without_cuda_stop_before_training(data, tmp_path):

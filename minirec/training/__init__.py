@@ -95,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _config_from_args(args) -> tuple[str, dict]:
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "task", "quiet")}
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "task", "quiet", "process_exits")}
     if "cell_options" in given:
         given["cell_options"] = dict(given["cell_options"])
     if getattr(args, "quiet", False):
@@ -112,7 +113,8 @@ def run(args) -> int:
 
     task, given = _config_from_args(args)
     try:
-        results = _train(task, given, exiting=True)
+        # (a process that ends after the run keeps SIGINT/SIGTERM ignored once it has stopped)
+        results = _train(task, given, exiting=getattr(args, "process_exits", False))
     except (TrainingError, DataError, ValueError, FileNotFoundError) as error:
         print(f"minirec train: error: {error}", file=sys.stderr)
         return 2
