@@ -10,9 +10,10 @@
 
 Options left out take the preset's value, then the task's default (`presets`). ``--out DIR``
 receives ``checkpoint.npz`` (to resume), ``best.npz`` (the best-validation model),
-``results.json`` and ``curves.png``. Exit status: 0 completed, 1 diverged (NaN/inf) or failed (a
-file could not be written, out of memory), 2 could not start, 130 interrupted by Ctrl-C, 143 by
-SIGTERM (a checkpoint was saved in both).
+``results.json`` and ``curves.png``, and holds ``run.lock`` while a run uses it (`rundir`).
+Exit status: 0 completed, 1 diverged (NaN/inf) or failed (a file could not be written, out of
+memory), 2 could not start, 130 interrupted by Ctrl-C, 143 by SIGTERM (a checkpoint was saved in
+both).
 """
 
 from __future__ import annotations
