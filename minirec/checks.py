@@ -8,6 +8,8 @@ options. A user can see for themselves that every backward is right.
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -185,19 +187,35 @@ def check_cell(case: CellCase, T: int = 4, B: int = 3, seed: int = 0):
 
 
 # ---- the command -----------------------------------------------------------------------------
+def _tolerance(text: str) -> float:
+    """A relative error bound: a finite number > 0 (0 or less fails every case, NaN passes none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def add_arguments(parser):
     parser.add_argument("--cells", nargs="*", help="only these cells (default: all registered)")
     parser.add_argument("--no-ops", action="store_true", help="skip the primitive ops")
-    parser.add_argument("--tolerance", type=float, default=RTOL, help="largest relative error that passes")
+    parser.add_argument("--tolerance", type=_tolerance, default=RTOL, help="largest relative error that passes")
 
 
 def run(args) -> int:
     rows = []
     started = time.perf_counter()
+    try:  # before any work: an unknown cell name is an error listing the known ones
+        cases = cell_cases(args.cells)
+    except ValueError as error:
+        print(f"minirec gradcheck: error: {error}", file=sys.stderr)
+        return 2
     if not args.no_ops:
         for name, fn, shapes, positive in op_cases():
             rows.append(("op", name, check_op(name, fn, shapes, positive)))
-    for case in cell_cases(args.cells):
+    for case in cases:
         rows.append((case.cell, case.option, check_cell(case)))
     width = max(len(r[1]) for r in rows) if rows else 10
     print(f"{'cell':<9} {'option':<{width}}  {'worst rel. error':>16}  pass")
@@ -214,8 +232,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    import argparse
-
     p = argparse.ArgumentParser()
     add_arguments(p)
     sys.exit(run(p.parse_args()))

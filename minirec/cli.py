@@ -20,6 +20,7 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    process_exits = argv is None  # the command itself (not a call from Python): the process ends after it
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="minirec", description="Simplified recurrent networks, checked and fast.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
         modules[name] = importlib.import_module(module_name)
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
+    args.process_exits = process_exits
     return int(modules[args.command].run(args) or 0)
 
 

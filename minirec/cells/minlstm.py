@@ -90,14 +90,14 @@ class MinLSTM(MinRNN):
         return 3 * hidden_size * (input_size + 1)
 
     def reference_step(self, x_t, h, t):
-        """The paper's formula as written: f′ = f / (f + i), i′ = i / (f + i)."""
+        """The paper's f′ = f / (f + i), i′ = i / (f + i), in the stable form the kernels use:
+        f′ = σ(d), i′ = σ(−d), d = log f − log i = softplus(−k_i) − softplus(−k_f). As written,
+        the quotient is 0/0 = NaN when both gates underflow (|x| ≥ 1e4 drives k_f, k_i to −∞)."""
         H = self.hidden_size
         u_t = self._u[t]
-        f = ops.sigmoid(u_t[:, :H])
-        i = ops.sigmoid(u_t[:, H : 2 * H])
+        d = ops.softplus(-u_t[:, H : 2 * H]) - ops.softplus(-u_t[:, :H])
         candidate = u_t[:, 2 * H :]
         if self.applies_g:
             candidate = g_tensor(candidate)
-        total = f + i
-        h = (f / total) * h + (i / total) * candidate
+        h = ops.sigmoid(d) * h + ops.sigmoid(-d) * candidate
         return h, h

@@ -111,18 +111,29 @@ def locate(
             return candidate
 
     cached = cache_dir() / relpath
+    damaged = None  # a cached copy that failed its checksum: say so, whatever happens next
     if cached.is_file():
-        if sha256_of(cached) == SHA256[relpath]:
+        actual = sha256_of(cached)
+        if actual == SHA256[relpath]:
             return cached
         # The cache is ours: a stale or damaged file there is replaced by a new download. It is
         # not deleted first: the verified download replaces it atomically, and a run beside this
         # one may be reading it or may just have put a good copy there.
         if not download:
             _check(cached, relpath)  # raises, naming both checksums
+        damaged = (f"the cached copy {cached} failed its checksum (expected sha256 {SHA256[relpath]}, "
+                   f"actual {actual})")
+        print(f"minirec: {damaged}; downloading a fresh copy", file=sys.stderr)
 
     if not download:
         raise DataError(_missing_message(relpath, data_dir, "downloading is disabled"))
-    return _download(relpath, cached, data_dir)
+    try:
+        return _download(relpath, cached, data_dir)
+    except DataError as error:
+        if damaged is None:
+            raise
+        raise DataError(f"{damaged}, and a fresh copy could not be downloaded.\n{error}\n"
+                        f"Or delete {cached} and put the original file there.") from error
 
 
 def _user_dirs(data_dir) -> list[tuple[Path, str]]:

@@ -69,6 +69,34 @@ def load_kind(kind: str, warn: bool = True) -> bool:
     return _loaded[kind]
 
 
+def check_kind(kind: str | None = None) -> str:
+    """`kernel_mode`, and a forced kind that cannot run here is a RuntimeError saying why."""
+    kind = kernel_mode(kind)
+    if kind in ("cpu", "cuda") and not load_kind(kind, warn=False):
+        raise RuntimeError(f"the {kind} kernels were asked for (MINIREC_KERNELS or kind) but cannot be loaded: "
+                           f"{_why_not.get(kind, 'unknown reason')}")
+    if kind == "cuda" and not _cuda_usable():  # (numba-cuda imports without a GPU, then fails at launch)
+        raise RuntimeError("the cuda kernels were asked for (MINIREC_KERNELS or kind) but CUDA is not usable here "
+                           "(numba.cuda.is_available() is False: no GPU or no driver); use MINIREC_KERNELS=cpu or "
+                           "reference, or leave it unset")
+    return kind
+
+
+_CUDA_USABLE: list = []  # numba's answer, asked once per process
+
+
+def _cuda_usable() -> bool:
+    """numba sees a GPU (or its simulator)."""
+    if not _CUDA_USABLE:
+        try:
+            from numba import cuda
+
+            _CUDA_USABLE.append(bool(cuda.is_available()))
+        except Exception:
+            _CUDA_USABLE.append(False)
+    return _CUDA_USABLE[0]
+
+
 def kernel_mode(kind: str | None = None) -> str:
     """``kind``, else $MINIREC_KERNELS, else "auto"; anything but auto/reference/cpu/cuda is an error."""
     value = kind or os.environ.get("MINIREC_KERNELS") or "auto"
@@ -88,11 +116,8 @@ def get_kernel(name: str, xp=np, kind: str | None = None):
         impls = _KERNELS[name]
     except KeyError:
         raise KeyError(f"no kernel named {name!r}; known: {', '.join(sorted(_KERNELS))}") from None
-    kind = kernel_mode(kind)
+    kind = check_kind(kind)
     if kind != "auto":
-        if kind != "reference" and not load_kind(kind, warn=False):
-            raise RuntimeError(f"the {kind} kernels were asked for (MINIREC_KERNELS or kind) but cannot be loaded: "
-                               f"{_why_not.get(kind, 'unknown reason')}")
         if kind not in impls:
             raise KeyError(f"kernel {name!r} has no {kind!r} implementation (has: {', '.join(sorted(impls))})")
         return impls[kind]

@@ -127,11 +127,17 @@ class Module:
         dtypes = {k: getattr(state[k], "dtype", None) or np.asarray(state[k]).dtype for k in set(own) & set(state)}
         # strings, booleans and complex numbers would convert silently (complex ones losing half)
         not_float = sorted(f"{k}: {dtype}" for k, dtype in dtypes.items() if dtype.kind != "f")
+        # NaN or inf weights make every output NaN: refuse them here, where the file is named
+        bad_counts = {k: int((~np.isfinite(backend.to_numpy(state[k]))).sum())
+                      for k in set(own) & set(state) if dtypes[k].kind == "f"}
+        not_finite = sorted(f"{k}: {n} of {np.size(state[k])}" for k, n in bad_counts.items() if n)
         problems = []
         if wrong:
             problems.append("wrong shapes: " + "; ".join(wrong))
         if not_float:
             problems.append("not floating point: " + "; ".join(not_float))
+        if not_finite:
+            problems.append("NaN or inf entries: " + "; ".join(not_finite))
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
         if strict and unexpected:

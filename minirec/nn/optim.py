@@ -7,6 +7,7 @@ Updates are done on raw arrays in place, outside the graph. Each optimiser has a
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -20,8 +21,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        _check_number("lr", lr)
         self.lr = lr
         self.step_count = 0
 
@@ -77,6 +77,9 @@ class Optimizer:
             else:
                 param = self.params[int(index)]
                 loaded[name][int(index)] = backend.get_xp(param.data).array(value, dtype=param.dtype)  # a copy
+        if "lr" in state and not (np.ndim(state["lr"]) == 0 and math.isfinite(float(state["lr"]))
+                                  and float(state["lr"]) >= 0):
+            problems.append(f"lr must be a finite number >= 0, got {state['lr']!r}")
         if problems:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
         self.lr = float(state["lr"])
@@ -119,8 +122,11 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, lr)
         beta1, beta2 = betas
+        _check_number("beta1", beta1)
+        _check_number("beta2", beta2)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
+        _check_number("eps", eps)
         if not eps > 0:
             raise ValueError(f"Adam eps must be > 0, got {eps}")
         _check_at_least_zero(weight_decay=weight_decay)
@@ -165,15 +171,25 @@ class Adam(Optimizer):
 
 def _check_at_least_zero(**values):
     for name, value in values.items():
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        _check_number(name, value)
+
+
+def _check_number(name, value, allow_inf=False):
+    """A real number >= 0: NaN passes ``value < 0`` (and then poisons every weight), a string or
+    a bool would fail or mislead later without naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
-    Returns the norm before clipping (inf or nan if a gradient is not finite).
+    Returns the norm before clipping (inf or nan if a gradient is not finite). ``max_norm``
+    must be >= 0 (inf: measure only); NaN would silently turn clipping off, -1 flip the gradients.
     """
+    _check_number("max_norm", max_norm, allow_inf=True)
     params = list(params)  # an iterator would be used up before the scaling loop
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:

@@ -12,7 +12,10 @@ variational ``dropout`` option is a cell option: build an `RecurrentLayer` per l
 
 from __future__ import annotations
 
+import numbers
 import warnings
+
+import numpy as np
 
 from minirec.autograd import ops
 from minirec.cells.base import RecurrentLayer, get_cell
@@ -33,9 +36,17 @@ class RNN(Module):
         **cell_options,
     ):
         get_cell(cell)  # an unknown name fails here, listing the known ones
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not 0 <= dropout < 1:
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            # (3.5 was silently 3; "8" or None failed deep inside without naming the argument)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number, got {type(dropout).__name__} {dropout!r}")
+        if not 0 <= dropout < 1:  # (NaN fails this too)
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if dropout and num_layers == 1:
             warnings.warn(f"RNN: dropout={dropout} acts between layers, and there is only one layer: it does nothing",

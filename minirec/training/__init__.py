@@ -10,8 +10,10 @@
 
 Options left out take the preset's value, then the task's default (`presets`). ``--out DIR``
 receives ``checkpoint.npz`` (to resume), ``best.npz`` (the best-validation model),
-``results.json`` and ``curves.png``. Exit status: 0 completed, 1 diverged (NaN/inf),
-2 could not start, 130 interrupted (a checkpoint was saved).
+``results.json`` and ``curves.png``, and holds ``run.lock`` while a run uses it (`rundir`).
+Exit status: 0 completed, 1 diverged (NaN/inf) or failed (a file could not be written, out of
+memory), 2 could not start, 130 interrupted by Ctrl-C, 143 by SIGTERM (a checkpoint was saved in
+both).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import sys
 import time
 
-from .loop import BEST, CHECKPOINT, CURVES, RESULTS, TrainingError, machine_info, train, train_ptb, train_sst
+from .loop import BEST, CHECKPOINT, CURVES, RESULTS, TrainingError, _train, machine_info, train, train_ptb, train_sst
 from .presets import DEFAULTS, PRESETS, RUNTIME_KEYS, learning_rate, resolve_config
 
 __all__ = [
@@ -29,7 +31,8 @@ __all__ = [
     "TrainingError", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "CHECKPOINT", "BEST", "RESULTS", "CURVES",
 ]
 
-EXIT_CODES = {"completed": 0, "diverged": 1, "interrupted": 130}
+EXIT_CODES = {"completed": 0, "diverged": 1, "failed": 1, "interrupted": 130}
+SIGTERM_EXIT = 143  # 128 + 15, the shell's convention
 
 
 def _cell_option(text: str):
@@ -93,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _config_from_args(args) -> tuple[str, dict]:
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "task", "quiet")}
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "task", "quiet", "process_exits")}
     if "cell_options" in given:
         given["cell_options"] = dict(given["cell_options"])
     if getattr(args, "quiet", False):
@@ -110,14 +114,21 @@ def run(args) -> int:
 
     task, given = _config_from_args(args)
     try:
-        results = train(task, given)
+        # (a process that ends after the run keeps SIGINT/SIGTERM ignored once it has stopped)
+        results = _train(task, given, exiting=getattr(args, "process_exits", False))
     except (TrainingError, DataError, ValueError, FileNotFoundError) as error:
         print(f"minirec train: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outside the loop's handling: loading data, building the model
-        print("minirec train: interrupted (outside the training loop: no checkpoint written)", file=sys.stderr)
+    except MemoryError as error:  # building the model or loading the data
+        print(f"minirec train: error: out of memory before training started ({error or 'MemoryError'}); lower "
+              "--hidden, --embedding, --batch-size or --bptt", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loop's handling: loading data, building the model
+        print("minirec train: interrupted before training started: nothing to save", file=sys.stderr)
         return EXIT_CODES["interrupted"]
     status = results["status"]
     if status == "completed" and results.get("out"):
         print(f"minirec: results in {results['out']}/{RESULTS}", file=sys.stderr)
+    if status == "interrupted" and results.get("signal") == "SIGTERM":
+        return SIGTERM_EXIT
     return EXIT_CODES.get(status, 1)

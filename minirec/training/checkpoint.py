@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -105,11 +106,23 @@ def unflatten_state(structure, arrays: dict, device: str = "cpu"):
 
 
 def write_json_atomic(path, data) -> Path:
-    """json.dump to a temporary file beside ``path``, then rename it into place."""
+    """json.dump to a temporary file beside ``path``, then rename it into place. Strict JSON: a
+    NaN or infinite number (an overflowed perplexity) is written as null, which every JSON
+    reader accepts (Python's NaN/Infinity tokens are not JSON)."""
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
+        json.dump(_finite_or_null(data), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
     return Path(path)
+
+
+def _finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 @contextlib.contextmanager

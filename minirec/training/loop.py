@@ -18,26 +18,27 @@ generator's state, the carried hidden state (PTB) and the epoch's running sums, 
 exactly too on the CPU (CuPy's generator state is not saved: a GPU run resumed mid-epoch draws
 different dropout masks for the rest of that epoch).
 
-Stopping. The first Ctrl-C (SIGINT, when running in the main thread) lets the current batch
-finish, then saves a checkpoint and returns with status "interrupted"; a second one aborts at
-once, except inside a state update (an optimiser step and its bookkeeping, the end-of-epoch
-records and files, the final files), which it lets finish first, so that what is saved is always
-one consistent state; the last complete batch is saved. An interrupt during the final test
-evaluation saves nothing (the weights in memory are then the best epoch's, not the last): the
-checkpoint of the last epoch is kept, and ``--resume`` runs the test again. A loss
-or gradient norm that is NaN or inf stops the run (status "diverged") with a message naming the
-epoch and batch; the last good checkpoint is left as it was.
+Stopping (`signals`). The first Ctrl-C or SIGTERM (when running in the main thread) lets the
+current batch finish, then saves a checkpoint and returns with status "interrupted"; a second one
+aborts at once, except inside a state update (an optimiser step and its bookkeeping, the
+end-of-epoch records and files), which it lets finish first, so that what is saved is always one
+consistent state; the last complete batch is saved. Once the run saves and reports, signals are
+ignored. An interrupt during the final test evaluation stops it at once and saves nothing (the
+weights in memory are then the best epoch's, not the last): the checkpoint of the last epoch is
+kept, and ``--resume`` runs the test again. A loss or gradient norm that is NaN or inf stops the
+run (status "diverged") with a message naming the epoch and batch; the last good checkpoint is
+left as it was. A write that fails (disk full) or a MemoryError stops it with status "failed",
+keeping the last good checkpoint. The run directory is locked for the run's life (`rundir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
-import signal
 import sys
-import threading
 import time
 import zipfile
 from itertools import islice
@@ -48,20 +49,18 @@ import numpy as np
 from minirec import backend
 from minirec.autograd import ops
 from minirec.autograd.function import no_grad
-from minirec.kernels import kernel_mode
+from minirec.kernels import check_kind, kernel_mode
 from minirec.nn import SGD, Adam, clip_grad_norm
 
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state, write_json_atomic
-from .presets import learning_rate, resolve_config, resume_config
+from .presets import RUNTIME_KEYS, learning_rate, resolve_config, resume_config
+from .rundir import RunDirectory, TrainingError, WriteFailed, writing
+from .signals import StopSignals
 
 __all__ = ["train", "train_ptb", "train_sst", "machine_info", "TrainingError", "CHECKPOINT", "BEST", "RESULTS",
            "CURVES"]
 
 CHECKPOINT, BEST, RESULTS, CURVES = "checkpoint.npz", "best.npz", "results.json", "curves.png"
-
-
-class TrainingError(RuntimeError):
-    """A run cannot start: an existing checkpoint in the way, nothing to resume, no GPU…"""
 
 
 class _Diverged(Exception):
@@ -71,12 +70,13 @@ class _Diverged(Exception):
 # ---- the two tasks ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _naming_cell_options(config):
-    """A cell that does not take a given option raises TypeError (an unexpected keyword): say
-    which option and which cell."""
+    """A cell that does not take a given option raises TypeError (an unexpected keyword), one
+    given a value of the wrong type a TypeError from its check (alpha=abc: '<' between int and
+    str): say which option and which cell."""
     try:
         yield
     except TypeError as error:
-        if not config["cell_options"] or "keyword argument" not in str(error):
+        if not config["cell_options"]:
             raise
         raise ValueError(f"cell options {config['cell_options']} not accepted by {config['cell']!r}: {error}") from None
 
@@ -315,46 +315,6 @@ def _progress_bar(config, total, epoch):
                 leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-class _SigintDeferred:
-    """Within the block, the first SIGINT sets ``requested`` (the loop stops at the next batch
-    boundary); a second raises KeyboardInterrupt at once, unless it arrives inside `protected`,
-    which then finishes first (the loop checks ``requested`` after it). Off the main thread,
-    Ctrl-C cannot be caught here and arrives as KeyboardInterrupt, which the loop also handles."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-        self.protecting = 0
-
-    def _handler(self, signum, frame):
-        if self.requested and not self.protecting:
-            raise KeyboardInterrupt
-        if not self.requested:
-            print("\nminirec: interrupt received; stopping at the end of this batch (Ctrl-C again to abort now)",
-                  file=sys.stderr, flush=True)
-        self.requested = True
-
-    @contextlib.contextmanager
-    def protected(self):
-        """A state update that a second Ctrl-C must not cut in half."""
-        self.protecting += 1
-        try:
-            yield
-        finally:
-            self.protecting -= 1
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            with contextlib.suppress(ValueError):
-                self.previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
-
-
 # ---- the run ------------------------------------------------------------------------------------
 class _Run:
     def __init__(self, task, config, on_batch=None):
@@ -362,9 +322,26 @@ class _Run:
         self.on_batch = on_batch
         given = config
         resolved = resolve_config(task, given)
+        if resolved["out"] is not None and not str(resolved["out"]).strip():
+            raise TrainingError("--out is empty: name a run directory (from Python, out=None writes nothing)")
         self.out = Path(resolved["out"]) if resolved["out"] else None
-        if self.out is not None and self.out.exists() and not self.out.is_dir():
-            raise TrainingError(f"--out {self.out} is a file, not a directory")
+        # held from here to the end of the run: no second run or resume in this directory meanwhile
+        self.run_dir = None if self.out is None else RunDirectory.open(self.out, (CHECKPOINT, BEST, RESULTS, CURVES))
+        try:
+            self._setup(task, given, resolved)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Release the run directory (its lock)."""
+        if self.run_dir is not None:
+            self.run_dir.close()
+            self.run_dir = None
+
+    def _setup(self, task, given, resolved):
+        for note in [] if self.run_dir is None else self.run_dir.notes:  # (even with --quiet: files changed)
+            print(f"minirec: {note}", file=sys.stderr, flush=True)
         checkpoint = None
         if resolved["resume"]:
             if self.out is None:
@@ -392,9 +369,17 @@ class _Run:
         self.config = config = resolved
         if config["device"] == "gpu" and not backend.cuda_available():
             raise TrainingError("device 'gpu' requested but CUDA is not usable here (no CuPy or no GPU)")
+        try:  # MINIREC_KERNELS: a forced kind that cannot run fails here, not at the first batch
+            check_kind()
+        except (RuntimeError, ValueError) as error:
+            raise TrainingError(str(error)) from error
 
         backend.manual_seed(config["seed"])
-        self.task = _TASKS[task](config)
+        try:
+            self.task = _TASKS[task](config)
+        except MemoryError as error:
+            raise TrainingError(f"out of memory loading the data or building the model ({error or 'MemoryError'}); "
+                                "lower --hidden, --embedding or --layers") from error
         self.model = self.task.model.to(config["device"])
         self.params = self.model.parameters()
         self.optimizer = _make_optimizer(config, self.params)
@@ -420,6 +405,7 @@ class _Run:
             except (KeyError, ValueError, TypeError) as error:
                 raise TrainingError(f"{self.out / CHECKPOINT} does not fit the model its configuration builds "
                                     f"({type(error).__name__}: {error})") from error
+            self._check_run_files()
 
     # ---- state ---------------------------------------------------------------------------------
     @staticmethod
@@ -462,8 +448,9 @@ class _Run:
         if self.in_epoch and self.carry is not None:
             structure, extra = flatten_state(self.carry)
             meta["carry"] = structure
-        return save_checkpoint(self.out / CHECKPOINT, self.model.state_dict(), self.optimizer.state_dict(), meta,
-                               extra)
+        with writing(self.out / CHECKPOINT):
+            return save_checkpoint(self.out / CHECKPOINT, self.model.state_dict(), self.optimizer.state_dict(), meta,
+                                   extra)
 
     def _restore(self, checkpoint):
         meta = checkpoint.meta
@@ -491,6 +478,37 @@ class _Run:
         _log(self.config, f"minirec: resuming {self.out / CHECKPOINT} at epoch {self.epochs_done + 1}"
              + (f", batch {self.batches_done + 1}" if self.in_epoch else ""))
 
+    def _check_run_files(self):
+        """On resume, before any work: best.npz and results.json must be this run's (another run's
+        best model would only fail at the final test, after every epoch)."""
+        def run_identity(config):
+            return {k: v for k, v in (config or {}).items() if k not in RUNTIME_KEYS}
+
+        ours = run_identity(self.config)
+        advice = "move it away (or choose another --out) and resume again"
+        best_path, results_path = self.out / BEST, self.out / RESULTS
+        if best_path.is_file():
+            best = _load_training_checkpoint(best_path, need=("best", "config"))
+            if run_identity(best.meta["config"]) != ours:
+                different = sorted(k for k in set(ours) | set(run_identity(best.meta["config"]))
+                                   if ours.get(k) != best.meta["config"].get(k))
+                raise TrainingError(f"{best_path} belongs to another run (its configuration differs in {different}); "
+                                    + advice)
+            current = self.model.state_dict()
+            try:
+                self.model.load_state_dict(best.model)
+            except (KeyError, ValueError, TypeError) as error:
+                raise TrainingError(f"{best_path} does not fit this run's model ({error}); {advice}") from error
+            finally:
+                self.model.load_state_dict(current)
+        if results_path.is_file():
+            try:
+                recorded = json.loads(results_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise TrainingError(f"{results_path} is not readable JSON ({error}); {advice}") from error
+            if not isinstance(recorded, dict) or run_identity(recorded.get("config")) != ours:
+                raise TrainingError(f"{results_path} belongs to another run (its configuration differs); {advice}")
+
     def _parameters_finite(self) -> bool:
         return all(bool(backend.get_xp(p.data).isfinite(p.data).all()) for p in self.params)
 
@@ -508,7 +526,8 @@ class _Run:
         if self.out is None:
             self.best_state = self.model.state_dict()
         else:
-            save_checkpoint(self.out / BEST, self.model.state_dict(), meta={"best": best, "config": self.config})
+            with writing(self.out / BEST):
+                save_checkpoint(self.out / BEST, self.model.state_dict(), meta={"best": best, "config": self.config})
         self.best = best  # only once the file holds these weights
 
     def _load_best(self) -> bool:
@@ -541,11 +560,17 @@ class _Run:
     def _write_results(self, results, plot: bool):
         if self.out is None:
             return
-        write_json_atomic(self.out / RESULTS, results)
+        with writing(self.out / RESULTS):
+            write_json_atomic(self.out / RESULTS, results)
         if plot:
             from .plots import plot_curves
 
-            plot_curves(self.history, self.out / CURVES, title=f"{self.task_name} · {_model_label(self.config)}")
+            try:
+                title = f"{self.task_name} · {_model_label(self.config)}"
+                with writing(self.out / CURVES):
+                    plot_curves(self.history, self.out / CURVES, title=title)
+            except WriteFailed as error:  # the figure is a convenience: results.json holds the numbers
+                print(f"minirec: warning: {error}", file=sys.stderr, flush=True)
 
     # ---- training ------------------------------------------------------------------------------
     def _train_epoch(self, epoch):
@@ -611,12 +636,11 @@ class _Run:
                     bar.update(1)
                 if self.on_batch is not None:
                     self.on_batch(epoch, index, loss_value)
-                if self.sigint.requested:
-                    raise KeyboardInterrupt
+                self.sigint.check()
         finally:
             bar.close()
 
-    def run(self) -> dict:
+    def run(self, exiting=False) -> dict:
         config, task = self.config, self.task
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -625,7 +649,7 @@ class _Run:
         run_start = time.perf_counter()
         time_before = self.total_time
         epoch = self.epochs_done + 1
-        with _SigintDeferred() as self.sigint:
+        with StopSignals(exiting) as self.sigint:
             try:
                 for epoch in range(self.epochs_done + 1, config["epochs"] + 1):
                     self._train_epoch(epoch)
@@ -652,16 +676,18 @@ class _Run:
                          f"{record[f'train_{metric}']:.4g} | valid {metric} {record[f'valid_{metric}']:.4g} | "
                          f"{record['tokens_per_s']:.0f} tok/s | {self.train_time:.1f} s")
                     _warn_if_worse_than_uniform(epoch, record["train_loss"], *task.outputs)
-                    if self.sigint.requested:  # Ctrl-C during the evaluation: stop here, all saved
-                        raise KeyboardInterrupt
+                    self.sigint.check()  # Ctrl-C during the evaluation: stop here, all saved
                 test = None
-                self.testing = True
+                self.testing = self.sigint.immediate = True  # nothing to save from here: a signal stops at once
+                self.sigint.check()
                 if self._load_best():
                     test = task.evaluate("test")
                     _log(config, f"test {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
+                self.sigint.wind_down()
                 self.total_time = time_before + time.perf_counter() - run_start
                 results = self.results("completed", test=test)
             except _Diverged as error:
+                self.sigint.wind_down()
                 where = (f"the last good checkpoint ({self.out / CHECKPOINT}) is kept"
                          if self.out is not None and (self.out / CHECKPOINT).is_file() else "no checkpoint was written")
                 message = f"{error}: stopping; {where}"
@@ -669,14 +695,46 @@ class _Run:
                 self.total_time = time_before + time.perf_counter() - run_start
                 results = self.results("diverged", message)
             except KeyboardInterrupt:
+                self.sigint.wind_down()
                 self.total_time = time_before + time.perf_counter() - run_start
-                with self.sigint.protected():
-                    message = self._on_interrupt(epoch)
+                message = self._on_interrupt(epoch)
+                if self.sigint.name == "SIGTERM":
+                    message = "SIGTERM: " + message
                 print(f"minirec: {message}", file=sys.stderr, flush=True)
                 results = self.results("interrupted", message)
-            with self.sigint.protected():
+                results["signal"] = self.sigint.name or "SIGINT"
+            except (WriteFailed, MemoryError) as error:
+                self.sigint.wind_down()
+                self.total_time = time_before + time.perf_counter() - run_start
+                results = self.results("failed", self._on_failure(epoch, error))
+            try:
                 self._write_results(results, plot=True)
+            except WriteFailed as error:
+                print(f"minirec: {error}; the status above is not recorded", file=sys.stderr, flush=True)
         return results
+
+    def _kept(self) -> str:
+        """Which checkpoint on disk a stopped run leaves."""
+        path = None if self.out is None else self.out / CHECKPOINT
+        if path is None or not path.is_file():
+            return "no checkpoint was written"
+        try:
+            meta = load_checkpoint(path).meta
+        except (OSError, ValueError):
+            return f"{path} is kept"
+        where = f"batch {meta['batches_done']} of epoch {meta['epochs_done'] + 1}" if meta.get("in_epoch") \
+            else f"epoch {meta.get('epochs_done')}"
+        return f"the last good checkpoint ({path}, after {where}) is kept (continue with --resume)"
+
+    def _on_failure(self, epoch, error) -> str:
+        if isinstance(error, MemoryError):
+            what = (f"out of memory in epoch {epoch} ({error or 'MemoryError'}): lower --batch-size, --bptt or "
+                    "--hidden")
+        else:
+            what = f"{error} in epoch {epoch}"
+        message = f"{what}; stopping: {self._kept()}"
+        print(f"minirec: {message}", file=sys.stderr, flush=True)
+        return message
 
     def _on_interrupt(self, epoch) -> str:
         if self.out is None:
@@ -688,7 +746,10 @@ class _Run:
             kept = (f"the previous checkpoint ({self.out / CHECKPOINT}) is kept" if (self.out / CHECKPOINT).is_file()
                     else "no checkpoint was written")
             return f"interrupted in epoch {epoch}, but the weights are no longer finite: {kept}"
-        path = self._save_checkpoint()
+        try:
+            path = self._save_checkpoint()
+        except WriteFailed as error:
+            return f"interrupted in epoch {epoch}, but the checkpoint could not be saved ({error}): {self._kept()}"
         if not self.in_epoch:
             return f"interrupted after epoch {self.epochs_done}; checkpoint saved to {path} (continue with --resume)"
         return (f"interrupted in epoch {epoch} after batch {self.batches_done}; checkpoint saved to {path} "
@@ -718,7 +779,17 @@ def train(task: str, config=None, *, on_batch=None, **overrides) -> dict:
         raise TypeError(f"config must be a dict of configuration keys, got {type(config).__name__}")
     given = {} if config is None else dict(config)
     given.update(overrides)
-    return _Run(task, given, on_batch=on_batch).run()
+    return _train(task, given, on_batch=on_batch)
+
+
+def _train(task, given, on_batch=None, exiting=False):
+    """``exiting``: the process ends after this run (the command line), so SIGINT and SIGTERM
+    stay ignored after it instead of turning a finished run into a traceback."""
+    run = _Run(task, given, on_batch=on_batch)
+    try:
+        return run.run(exiting=exiting)
+    finally:
+        run.close()
 
 
 def train_ptb(config=None, *, on_batch=None, **overrides) -> dict:

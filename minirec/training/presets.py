@@ -13,6 +13,8 @@ Learning-rate schedule: ``lr · lr_decay ** max(epoch − decay_after, 0)`` for 
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 
 __all__ = ["TASKS", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "resolve_config", "resume_config", "learning_rate"]
 
@@ -142,7 +144,10 @@ def resolve_config(task: str, config=None) -> dict:
         if float(resolved["init_range"]) == 0:
             resolved["init_range"] = None
     if isinstance(resolved.get("levels"), str):
-        resolved["levels"] = [c.strip() for c in resolved["levels"].split(",") if c.strip()]
+        text = resolved["levels"]
+        resolved["levels"] = [c.strip() for c in text.split(",") if c.strip()]
+        if not resolved["levels"]:  # (was silently the flat classifier)
+            raise ValueError(f"levels={text!r} names no cell: give them bottom-up, e.g. fofe,sgu,gru")
     if resolved.get("levels"):
         # The hierarchy names its own cells and depth: a flat-RNN option given beside it would be
         # recorded in results.json without having been used.
@@ -178,6 +183,18 @@ def learning_rate(config: dict, epoch: int) -> float:
 
 
 def _validate(config: dict) -> None:
+    # Types first: NaN passes every comparison below (nan < 0 is False), and 3.5 or "200" would be
+    # rounded or fail later without naming the option.
+    for key in ("lr", "lr_decay", "clip", "weight_decay", "init_range", "dropout", "word_dropout"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value)):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+    for key in ("layers", "hidden", "embedding", "epochs", "batch_size", "bptt", "chunk_size", "eval_batch_size",
+                "max_batches", "max_eval_batches", "seed", "decay_after"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
     positive = ("layers", "hidden", "embedding", "epochs", "batch_size")
     for key in positive:
         if config[key] is not None and int(config[key]) < 1:  # (None: layers of a hierarchy)

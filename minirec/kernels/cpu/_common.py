@@ -276,6 +276,10 @@ def run_tiles(tile, T: int, B: int, H: int, *args, ns_per_element: float = 4.0) 
         return
     parts = tiles(B, H, count)
     helpers = min(threads, len(parts)) - 1
+    if helpers < 1:  # one tile (a single row narrower than two channel blocks): no thread to hand off to
+        for part in parts:
+            tile(*part, *args)
+        return
     if _POOL[1] < helpers or _POOL[2] != os.getpid():  # (a forked child has no worker threads)
         _POOL[:] = [ThreadPoolExecutor(helpers, thread_name_prefix="minirec-cpu"), helpers, os.getpid()]
     job = _Job(tile, parts, args)
