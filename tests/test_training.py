@@ -495,7 +495,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ptb_dir, tmp_path, mo
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_huge_learning_rate_diverges_with_a_message(ptb_dir, tmp_path, capsys):
-    results = train_ptb(ptb_config(ptb_dir, tmp_path / "huge", lr=1e30, clip=0, dropout=0.0, epochs=1))
+    results = train_ptb(ptb_config(ptb_dir, tmp_path / "huge", lr=1e38, clip=0, dropout=0.0, epochs=1))
     assert results["status"] == "diverged"
     assert "epoch 1, batch" in results["message"] and "no checkpoint was written" in results["message"]
     assert "non-finite" in capsys.readouterr().err
