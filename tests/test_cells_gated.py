@@ -21,7 +21,9 @@ from minirec.autograd.function import Tensor
 from minirec.cells.base import RecurrentLayer, get_cell
 from minirec.kernels import get_kernel, kernel_names
 
-VARIANTS = [("gru", {}), ("gru", {"reset_after": True}), ("lstm", {}), ("lstm", {"forget_bias": 0.0}), ("mgu", {}), ("sgu", {})]
+VARIANTS = [
+    ("gru", {}), ("gru", {"reset_after": True}), ("lstm", {}), ("lstm", {"forget_bias": 0.0}), ("mgu", {}), ("sgu", {}),
+]
 IDS = ["gru", "gru-reset-after", "lstm", "lstm-fb0", "mgu", "sgu"]
 NAMES = ["gru", "lstm", "mgu", "sgu"]
 TOL = 1e-10
