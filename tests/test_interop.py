@@ -95,7 +95,7 @@ def _assert_parameter_grads(module, rnn):
                 U = grads[f"weight_hh_l{k}{suffix}"].T[:, order]
                 b = grads[f"bias_ih_l{k}{suffix}"][order]  # ∂L/∂(b_ih + b_hh) = ∂L/∂b_ih
             else:
-                def block(g):
+                def block(g, H=H):
                     return np.concatenate([-g[H : 2 * H], g[:H], g[2 * H :]], axis=0)
 
                 W, U = block(grads[f"weight_ih_l{k}{suffix}"]).T, block(grads[f"weight_hh_l{k}{suffix}"]).T

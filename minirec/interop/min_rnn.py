@@ -32,8 +32,9 @@ def zero_state(rnn, batch: int):
     from minirec.autograd.function import Tensor
 
     layer = rnn.layers[0]
-    dtype = layer.forward_cell.weight.data.dtype
-    shape = (2, batch, layer.forward_cell.hidden_size) if layer.bidirectional else (batch, layer.forward_cell.hidden_size)
+    cell = layer.forward_cell
+    dtype = cell.weight.data.dtype
+    shape = (2, batch, cell.hidden_size) if layer.bidirectional else (batch, cell.hidden_size)
     return [Tensor(np.zeros(shape, dtype=dtype)) for _ in rnn.layers]
 
 

@@ -73,8 +73,6 @@ def _check_exportable(rnn):
     if rnn.cell == "gru" and not first.reset_after:
         raise ConversionError("torch.nn.GRU is the reset-after GRU (r ⊙ (W_hn h + b_hn)); this minirec GRU resets "
                               "before the product, a different function: build it with reset_after=True to export")
-    if rnn.cell == "lstm":
-        pass  # forget_bias is an init choice only: the trained bias carries it
     if any(not np.issubdtype(p.data.dtype, np.floating) for p in rnn.parameters()):
         raise ConversionError("only floating-point parameters convert")
     if type(first.input_weight.data).__module__.split(".")[0] != "numpy":
@@ -132,7 +130,7 @@ def rnn_from_torch(module, dtype=None):
         cells = [("", layer.forward_cell)] + ([("_reverse", layer.backward_cell)] if layer.bidirectional else [])
         for suffix, c in cells:
             _set_dtype(c, dtype)
-            get = lambda name, s=suffix: arrays.get(f"{name}_l{k}{s}")
+            get = lambda name, s=suffix, k=k: arrays.get(f"{name}_l{k}{s}")
             bias_ih, bias_hh = get("bias_ih"), get("bias_hh")
             if bias_ih is None:  # bias=False in torch: zero biases
                 width = get("weight_ih").shape[0]
