@@ -244,3 +244,23 @@ def test_lucidrains_mismatches_are_named():
         to_torch(nn.RNN("minlstm", 3, 3, num_layers=2, g_activation=True))
     with pytest.raises(ConversionError, match="proj_out"):
         from_torch(minGRU(4, expansion_factor=2.0))
+
+
+# ---- the scale path: exported, then trained with DistributedDataParallel ------------------------------
+def test_ddp_example_runs_two_processes_from_an_exported_model():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(__import__("os").environ, PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(root / "examples" / "ddp_continue_training.py"), "--quick",
+                           "--minirec-steps", "20", "--steps", "5"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    before = re.search(r"minirec ([\d.]+), exported to torch ([\d.]+)", proc.stdout)
+    assert before and abs(float(before[1]) - float(before[2])) < 1e-4 * float(before[1])
+    after = re.search(r"after 5 DDP steps on 2 processes: valid perplexity ([\d.]+) \(replicas identical\)",
+                      proc.stdout)
+    assert after and float(after[1]) < float(before[1])  # training went on, and helped
