@@ -264,3 +264,62 @@ def test_ddp_example_runs_two_processes_from_an_exported_model():
     after = re.search(r"after 5 DDP steps on 2 processes: valid perplexity ([\d.]+) \(replicas identical\)",
                       proc.stdout)
     assert after and float(after[1]) < float(before[1])  # training went on, and helped
+
+
+# ---- the official SRU ------------------------------------------------------------------------------
+SRU_CASES = [  # D, H, layers, bidirectional, layer_norm
+    (4, 4, 1, False, False), (3, 4, 2, False, False), (8, 4, 2, True, False), (5, 4, 1, True, True),
+    (6, 4, 3, False, True), (4, 2, 3, True, False),
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the official package warns about CUDA and CPU training
+@pytest.mark.parametrize("D,H,layers,bidirectional,layer_norm", SRU_CASES)
+def test_official_sru_both_ways(D, H, layers, bidirectional, layer_norm):
+    sru = pytest.importorskip("sru", reason="needs the official SRU: pip install sru")
+    from minirec.interop.sru import sru_states_from_torch, sru_states_to_torch
+
+    module = sru.SRU(D, H, num_layers=layers, bidirectional=bidirectional, layer_norm=layer_norm).double()
+    with torch.no_grad():  # away from the init, so that every parameter matters
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    module.eval()
+    rnn = from_torch(module)
+    T, B = 6, 3
+    x = np.random.default_rng(0).normal(size=(T, B, D))
+    mask = np.ones((T, B))
+    mask[4:, 1] = 0  # a right-padded sequence
+    c0 = torch.randn(layers, B, H * (2 if bidirectional else 1), dtype=torch.float64, requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True)
+    # the official CPU op is float32-only without grad; with grad it runs its float64 Python loop
+    yt, ct = module(xt, c0, mask_pad=torch.from_numpy(mask == 0))
+    w = np.random.default_rng(1).normal(size=yt.shape)
+    (yt * torch.from_numpy(w)).sum().backward()
+    xm = Tensor(x, requires_grad=True)
+    c0m = sru_states_from_torch(c0.detach(), rnn)
+    for s in c0m:
+        s.requires_grad = True
+    ym, cm = rnn(xm, c0m, mask)
+    (ym * Tensor(w)).sum().backward()
+    np.testing.assert_allclose(ym.data, yt.detach().numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(sru_states_to_torch(cm, rnn).numpy(), ct.detach().numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(xm.grad, xt.grad.numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(sru_states_to_torch([Tensor(s.grad) for s in c0m], rnn).numpy(), c0.grad.numpy(),
+                               rtol=0, atol=TOL)
+    # and back: the exported module computes the same again
+    again = to_torch(rnn)
+    y2, _ = again(torch.from_numpy(x), c0.detach(), mask_pad=torch.from_numpy(mask == 0))
+    np.testing.assert_allclose(y2.detach().numpy(), ym.data, rtol=0, atol=TOL)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_official_sru_mismatches_are_named():
+    sru = pytest.importorskip("sru", reason="needs the official SRU: pip install sru")
+    with pytest.raises(ConversionError, match="not a multiple of I"):
+        from_torch(sru.SRU(4, 4, bidirectional=True))  # D = H: its trained skip projection has no minirec form
+    with pytest.raises(ConversionError, match="layer_norm"):
+        from_torch(sru.SRU(8, 4, num_layers=2, bidirectional=True, layer_norm=True))
+    with pytest.raises(ConversionError, match="projection_size"):
+        from_torch(sru.SRU(8, 8, projection_size=2))
+    with pytest.raises(ConversionError, match="trained matrix"):
+        to_torch(nn.RNN("sru", 8, 4, bidirectional=True))  # minirec's W' (D = 2H) is a free matrix

@@ -8,6 +8,8 @@ What maps to what:
 
 * ``nn.RNN`` of LSTM ↔ ``torch.nn.LSTM``; of GRU with ``reset_after=True`` ↔ ``torch.nn.GRU``
   (`minirec.interop.torch_rnn`), multi-layer and bidirectional;
+* ``nn.RNN`` of SRU ↔ the official ``sru.SRU`` (`minirec.interop.sru`), multi-layer and
+  bidirectional, layer norm included;
 * ``nn.RNN`` of minGRU / minLSTM ↔ lucidrains' ``minGRU_pytorch`` ``minGRU`` / ``minLSTM``
   (`minirec.interop.min_rnn`; one layer, one direction, as the peer has);
 * a `LanguageModel` of LSTM or GRU → a ``torch.nn.Module`` with the same perplexity
@@ -34,6 +36,10 @@ def to_torch(model):
 
         return language_model_to_torch(model)
     if isinstance(model, RNN):
+        if model.cell == "sru":
+            from minirec.interop.sru import sru_to_torch
+
+            return sru_to_torch(model)
         if model.cell in ("mingru", "minlstm"):
             from minirec.interop.min_rnn import min_rnn_to_torch
 
@@ -54,9 +60,13 @@ def from_torch(module, dtype=None):
 
         return rnn_from_torch(module, dtype=dtype)
     kind = type(module).__name__
+    if kind == "SRU" and type(module).__module__.startswith("sru"):
+        from minirec.interop.sru import sru_from_torch
+
+        return sru_from_torch(module, dtype=dtype)
     if kind in ("minGRU", "minLSTM") and type(module).__module__.startswith("minGRU_pytorch"):
         from minirec.interop.min_rnn import min_rnn_from_torch
 
         return min_rnn_from_torch(module, dtype=dtype)
-    raise ConversionError(f"from_torch converts torch.nn.LSTM, torch.nn.GRU and minGRU_pytorch's minGRU/minLSTM, "
+    raise ConversionError(f"from_torch converts torch.nn.LSTM, torch.nn.GRU, sru.SRU and minGRU_pytorch's minGRU/minLSTM, "
                           f"got {type(module).__module__}.{kind}")
