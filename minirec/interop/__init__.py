@@ -68,5 +68,5 @@ def from_torch(module, dtype=None):
         from minirec.interop.min_rnn import min_rnn_from_torch
 
         return min_rnn_from_torch(module, dtype=dtype)
-    raise ConversionError(f"from_torch converts torch.nn.LSTM, torch.nn.GRU, sru.SRU and minGRU_pytorch's minGRU/minLSTM, "
-                          f"got {type(module).__module__}.{kind}")
+    raise ConversionError("from_torch converts torch.nn.LSTM, torch.nn.GRU, sru.SRU and minGRU_pytorch's "
+                          f"minGRU/minLSTM, got {type(module).__module__}.{kind}")

@@ -158,8 +158,8 @@ def sru_to_torch(rnn):
                 raise ConversionError(f"the two directions' scales α differ ({sorted(alphas)}): the official layer "
                                       "has one")
             official.weight.copy_(to_torch_tensor(np.concatenate(weights, axis=1), like=official.weight))
-            v = np.concatenate([np.concatenate([c.v_f.data for c in cells]), np.concatenate([c.v_r.data for c in cells])])
-            b = np.concatenate([np.concatenate([c.b_f.data for c in cells]), np.concatenate([c.b_r.data for c in cells])])
+            v = np.concatenate([c.v_f.data for c in cells] + [c.v_r.data for c in cells])
+            b = np.concatenate([c.b_f.data for c in cells] + [c.b_r.data for c in cells])
             official.weight_c.copy_(to_torch_tensor(v, like=official.weight_c))
             official.bias.copy_(to_torch_tensor(b, like=official.bias))
             official.scale_x.fill_(alphas.pop() if alphas else 1.0)
