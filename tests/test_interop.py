@@ -169,8 +169,8 @@ def test_torch_without_bias_maps_to_zero_biases():
 def test_what_the_peer_cannot_express_is_named():
     with pytest.raises(ConversionError, match="reset_after=True"):
         to_torch(nn.RNN("gru", 3, 4))  # reset-before: a different function
-    with pytest.raises(ConversionError, match="'sru'"):
-        to_torch(nn.RNN("sru", 3, 3))
+    with pytest.raises(ConversionError, match="'lrn'"):
+        to_torch(nn.RNN("lrn", 3, 3))  # no peer
     with pytest.raises(ConversionError, match="proj_size"):
         from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     with pytest.raises(ConversionError, match="RNN_TANH|torch.nn.LSTM"):
