@@ -69,7 +69,7 @@ def minirec_model(args):
             loss.backward()
             mr.nn.clip_grad_norm(model.parameters(), 5.0)
             optimizer.step()
-        return model, vocab, train, valid
+        return model, vocab, train, valid  # the synthetic corpus has no test split
     from minirec.data import load_ptb
     from minirec.training.checkpoint import load_checkpoint
 
@@ -80,7 +80,7 @@ def minirec_model(args):
                           hidden_size=config["hidden"], num_layers=config["layers"], dropout=config["dropout"],
                           tie_weights=config["tie_weights"], **config["cell_options"])
     model.load_state_dict(best.model)
-    return model, len(corpus.vocab), corpus.train, corpus.valid
+    return model, len(corpus.vocab), corpus.train, getattr(corpus, args.split)
 
 
 def minirec_perplexity(model, ids, batch_size=10, bptt=35):
@@ -111,7 +111,7 @@ def torch_loss_sum(model, ids, batch_size, bptt, device):
     return total, count
 
 
-def worker(rank, args, weights_path, vocab, train, valid, port):
+def worker(rank, args, weights_path, vocab, train, valid, port, split="valid"):
     """One DDP process: its share of the training streams, gradients averaged by DDP."""
     device = torch.device(f"cuda:{rank}" if args.backend == "nccl" else "cpu")
     dist.init_process_group(args.backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -142,7 +142,7 @@ def worker(rank, args, weights_path, vocab, train, valid, port):
     if rank == 0:
         assert all(torch.equal(s, sums[0]) for s in sums), "DDP replicas diverged"
         total, count = torch_loss_sum(model, valid, 10, args.bptt, device)
-        print(f"after {args.steps} DDP steps on {args.world_size} processes: valid perplexity "
+        print(f"after {args.steps} DDP steps on {args.world_size} processes: {split} perplexity "
               f"{math.exp(total / count):.3f} (replicas identical)")
         if args.save:
             torch.save(model.state_dict(), args.save)
@@ -162,6 +162,7 @@ def main(argv=None):
     source.add_argument("--run", help="a `minirec train ptb` run directory (its best.npz)")
     source.add_argument("--quick", action="store_true", help="a tiny model on a synthetic corpus (no data needed)")
     parser.add_argument("--data-dir", help="PTB directory (with --run)")
+    parser.add_argument("--split", choices=["valid", "test"], default="valid", help="the split to evaluate (--run)")
     parser.add_argument("--minirec-steps", type=int, default=60, help="minirec training steps (--quick)")
     parser.add_argument("--steps", type=int, default=30, help="DDP training steps per process")
     parser.add_argument("--world-size", type=int, default=2)
@@ -180,13 +181,14 @@ def main(argv=None):
     exported = to_torch(model)
     total, count = torch_loss_sum(exported, valid, 10, args.bptt, "cpu")
     ppl_torch = math.exp(total / count)
-    print(f"valid perplexity before DDP: minirec {ppl_minirec:.6f}, exported to torch {ppl_torch:.6f}")
+    split = "valid" if args.quick else args.split
+    print(f"{split} perplexity before DDP: minirec {ppl_minirec:.6f}, exported to torch {ppl_torch:.6f}")
     if not math.isclose(ppl_minirec, ppl_torch, rel_tol=1e-4):
         sys.exit("the exported model does not compute what the minirec model computes")
     with tempfile.TemporaryDirectory() as tmp:
         weights_path = os.path.join(tmp, "model.pt")
         torch.save(exported, weights_path)
-        mp.spawn(worker, args=(args, weights_path, vocab, train, valid, free_port()), nprocs=args.world_size)
+        mp.spawn(worker, args=(args, weights_path, vocab, train, valid, free_port(), split), nprocs=args.world_size)
 
 
 if __name__ == "__main__":
