@@ -90,6 +90,7 @@ class CellCase:
 
 # Per-cell options worth checking besides the common ones (h0, mask, bidirectional).
 CELL_OPTIONS = {
+    "gru": [("reset_after", {"reset_after": True})],
     "lstm": [("forget_bias=0", {"forget_bias": 0.0})],
     "fofe": [("alpha=0.5", {"alpha": 0.5})],
     "sru": [

@@ -21,8 +21,10 @@ from minirec.autograd.function import Tensor
 from minirec.cells.base import RecurrentLayer, get_cell
 from minirec.kernels import get_kernel, kernel_names
 
-VARIANTS = [("gru", {}), ("lstm", {}), ("lstm", {"forget_bias": 0.0}), ("mgu", {}), ("sgu", {})]
-IDS = ["gru", "lstm", "lstm-fb0", "mgu", "sgu"]
+VARIANTS = [
+    ("gru", {}), ("gru", {"reset_after": True}), ("lstm", {}), ("lstm", {"forget_bias": 0.0}), ("mgu", {}), ("sgu", {}),
+]
+IDS = ["gru", "gru-reset-after", "lstm", "lstm-fb0", "mgu", "sgu"]
 NAMES = ["gru", "lstm", "mgu", "sgu"]
 TOL = 1e-10
 
@@ -301,7 +303,7 @@ def test_parameter_count(name, options, D, H):
     assert RecurrentLayer(name, D, H, bidirectional=True, **options).count_parameters() == 2 * expected
     per_gate = H * (H + D) + H
     closed = {"gru": 3 * per_gate, "lstm": 4 * per_gate, "mgu": 2 * per_gate, "sgu": (H + 2) * (H + D + 1)}
-    assert expected == closed[name]
+    assert expected == closed[name] + (H if options.get("reset_after") else 0)  # reset_after: b_n (H,)
 
 
 @pytest.mark.parametrize("D,H", [(1, 1), (3, 5), (300, 150), (150, 75)])
@@ -400,3 +402,26 @@ def test_reference_kernels_registered(name):
     for part in ("forward", "backward"):
         assert "reference" in kernel_names()[f"{name}_{part}"]
         assert get_kernel(f"{name}_{part}", np, kind="reference") is getattr(module, f"{name}_{part}")
+
+
+def test_gru_reset_after_computes_equation_3_prime():
+    """reset_after scales (h U_h + b_n) by r, after the product; reset-before scales h before it."""
+    D, H, T, B = 3, 4, 5, 2
+    cell = get_cell("gru")(D, H, reset_after=True)
+    x = np.random.default_rng(3).normal(size=(T, B, D))
+    W, U, b, b_n = (p.data for p in (cell.input_weight, cell.recurrent_weight, cell.bias, cell.recurrent_bias))
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    h = np.zeros((B, H))
+    for t in range(T):
+        z = sig(x[t] @ W[:, :H] + h @ U[:, :H] + b[:H])
+        r = sig(x[t] @ W[:, H : 2 * H] + h @ U[:, H : 2 * H] + b[H : 2 * H])
+        h_tilde = np.tanh(x[t] @ W[:, 2 * H :] + b[2 * H :] + r * (h @ U[:, 2 * H :] + b_n))
+        h = (1 - z) * h + z * h_tilde
+    y, h_last = cell(Tensor(x))
+    np.testing.assert_allclose(h_last.data, h, rtol=0, atol=1e-12)
+    before = get_cell("gru")(D, H)
+    for name in ("input_weight", "recurrent_weight", "bias"):
+        getattr(before, name).data = getattr(cell, name).data.copy()
+    assert np.abs(before(Tensor(x))[1].data - h).max() > 1e-3  # the two forms are different functions
+    with pytest.raises(TypeError, match="reset_after"):
+        get_cell("gru")(D, H, reset_after="yes")

@@ -33,7 +33,7 @@ SPLIT_SIZE = (40, 1, 450)
 CPU_KERNELS = sorted(
     f"{name}_{part}"
     for name in ("sru", "qrnn", "lrn", "glrn", "elrn", "olrn", "mingru", "minlstm", "linear_scan", "gru", "mgu", "sgu",
-                 "lstm", "atr")
+                 "lstm", "atr", "gru_reset_after")
     for part in ("forward", "backward")
 )
 
@@ -120,7 +120,7 @@ def _scan(rng, T, B, H, new, mask, h0):
 
 
 def _matrix(rng, T, B, H, new, mask, h0, cell):
-    width = {"gru": 3 * H, "mgu": 2 * H, "sgu": H + 2, "lstm": 4 * H, "atr": H}[cell]
+    width = {"gru": 3 * H, "gru_reset_after": 3 * H, "mgu": 2 * H, "sgu": H + 2, "lstm": 4 * H, "atr": H}[cell]
     x_proj = new(T, B, width)
     U = new(H, width) / x_proj.dtype.type(np.sqrt(H))
     if cell == "lstm":
@@ -130,6 +130,8 @@ def _matrix(rng, T, B, H, new, mask, h0, cell):
     if cell == "atr":
         return "atr", (x_proj, U, new(H), h0, mask), {}, lambda out: (
             (x_proj, U, h0, *out, mask, new(T, B, H), new(B, H)), {})
+    if cell == "gru_reset_after":
+        return cell, (x_proj, U, new(H), h0, mask), {}, lambda out: ((U, h0, mask, *out, new(T, B, H), new(B, H)), {})
     return cell, (x_proj, U, h0, mask), {}, lambda out: ((U, h0, mask, *out, new(T, B, H), new(B, H)), {})
 
 
@@ -145,7 +147,7 @@ CASES = {
     **{f"{c}-{m}-g={g}": (_minrnn, {"cell": c, "mode": m, "g_activation": g})
        for c in ("mingru", "minlstm") for m, g in (("sequential", False), ("parallel", True), ("log", True))},
     "linear_scan": (_scan, {}),
-    **{c: (_matrix, {"cell": c}) for c in ("gru", "mgu", "sgu", "lstm", "atr")},
+    **{c: (_matrix, {"cell": c}) for c in ("gru", "gru_reset_after", "mgu", "sgu", "lstm", "atr")},
 }
 
 
@@ -520,7 +522,7 @@ def test_every_recurrence_has_a_cpu_kernel_beside_its_reference():
 def test_dispatch_prefers_cpu_for_numpy_and_env_forces_the_reference(name, monkeypatch):
     family = name.rsplit("_", 1)[0]
     module = {"glrn": "lrn", "elrn": "lrn", "olrn": "lrn", "mingru": "minrnn", "minlstm": "minrnn",
-              "linear_scan": "scan"}.get(family, family)
+              "linear_scan": "scan", "gru_reset_after": "gru"}.get(family, family)
     cpu_module = {"gru": "matrix", "mgu": "matrix", "sgu": "matrix", "lstm": "matrix", "atr": "matrix"}.get(
         module, module)
     cpu = getattr(importlib.import_module(f"minirec.kernels.cpu.{cpu_module}"), name)

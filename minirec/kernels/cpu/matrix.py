@@ -25,7 +25,8 @@ from minirec.kernels import sgu as _sgu  # noqa: F401
 from minirec.kernels.cpu._common import check_args, contiguous, dim, kernel_jit, optional, sigmoid, tanh, typed
 
 __all__ = [
-    "gru_forward", "gru_backward", "mgu_forward", "mgu_backward", "sgu_forward", "sgu_backward",
+    "gru_forward", "gru_backward", "gru_reset_after_forward", "gru_reset_after_backward",
+    "mgu_forward", "mgu_backward", "sgu_forward", "sgu_backward",
     "lstm_forward", "lstm_backward", "atr_forward", "atr_backward",
 ]
 
@@ -158,6 +159,88 @@ def gru_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
     rh = gates[:, :, H : 2 * H].reshape(T * B, H) * h_prev_all
     grad_U[:, 2 * H :] = rh.T @ flat[:, 2 * H :]
     return grad_x, grad_U, delta
+
+
+# ---- GRU, reset after: gates [z | r | h̃ | n], one product h_{t−1} U per step -----------------------
+@kernel_jit
+def _gru_ra_step(t, x_proj, s, b_n, h_prev, mask, has_mask, gates, h):
+    """z, r = σ(x_proj[t, z|r] + s[z|r]); n = s[n] + b_n; h̃ = tanh(x_proj[t, h̃] + r n); the update."""
+    B, H = h_prev.shape
+    one = typed(1, h_prev)
+    at_r, at_h, at_n = np.uint64(H), np.uint64(2 * H), np.uint64(3 * H)
+    for b in range(B):
+        real = not has_mask or mask[t, b] != 0
+        for j in range(np.uint64(2 * H)):
+            gates[t, b, j] = sigmoid(x_proj[t, b, j] + s[b, j])
+        for j in range(np.uint64(H)):
+            n = s[b, at_h + j] + b_n[j]
+            gates[t, b, at_n + j] = n
+            gates[t, b, at_h + j] = tanh(x_proj[t, b, at_h + j] + gates[t, b, at_r + j] * n)
+        for j in range(np.uint64(H)):
+            z = gates[t, b, j]
+            h[t, b, j] = (one - z) * h_prev[b, j] + z * gates[t, b, at_h + j] if real else h_prev[b, j]
+
+
+@register_kernel("gru_reset_after_forward", "cpu")
+def gru_reset_after_forward(x_proj, U, b_n, h0, mask):
+    """`minirec.kernels.gru.gru_reset_after_forward` on the CPU: (h (T, B, H), gates (T, B, 4H))."""
+    T, B, H = dim(x_proj, 0), dim(x_proj, 1), dim(h0, 1)
+    dtype = check_args("gru_reset_after_forward", x_proj=(x_proj, (T, B, 3 * H)), U=(U, (H, 3 * H)),
+                       b_n=(b_n, (H,)), h0=(h0, (B, H)), mask=(mask, (T, B)))
+    x_proj, U, b_n, h0 = (contiguous(a, dtype) for a in (x_proj, U, b_n, h0))
+    mask, has_mask = optional(mask, dtype, 2)
+    h, gates, s = np.empty((T, B, H), dtype), np.empty((T, B, 4 * H), dtype), np.empty((B, 3 * H), dtype)
+    for t in range(T):
+        h_prev = _previous(h, h0, t)
+        np.matmul(h_prev, U, out=s)
+        _gru_ra_step(t, x_proj, s, b_n, h_prev, mask, has_mask, gates, h)
+    return h, gates
+
+
+@kernel_jit
+def _gru_ra_backward_step(t, gates, h_prev, mask, has_mask, grad_y, delta, grad_x, grad_rec, partial):
+    """δ += m ȳ_t; dh = m δ; ∂a_z, ∂a_r, ∂a_h into grad_x[t], [∂a_z | ∂a_r | ∂n] into grad_rec[t];
+    partial = dh (1 − z)."""
+    B, H = h_prev.shape
+    one, zero = typed(1, h_prev), typed(0, h_prev)
+    at_r, at_h, at_n = np.uint64(H), np.uint64(2 * H), np.uint64(3 * H)
+    for b in range(B):
+        real = not has_mask or mask[t, b] != 0
+        for j in range(np.uint64(H)):
+            if real:
+                delta[b, j] += grad_y[t, b, j]
+            dh = delta[b, j] if real else zero  # no parameter or input gradient at a padded step
+            z, r = gates[t, b, j], gates[t, b, at_r + j]
+            h_tilde, n = gates[t, b, at_h + j], gates[t, b, at_n + j]
+            da_h = dh * z * (one - h_tilde * h_tilde)
+            da_z = dh * (h_tilde - h_prev[b, j]) * z * (one - z)
+            da_r = da_h * n * r * (one - r)
+            grad_x[t, b, j], grad_x[t, b, at_r + j], grad_x[t, b, at_h + j] = da_z, da_r, da_h
+            grad_rec[t, b, j], grad_rec[t, b, at_r + j], grad_rec[t, b, at_h + j] = da_z, da_r, da_h * r
+            partial[b, j] = dh * (one - z)
+
+
+@register_kernel("gru_reset_after_backward", "cpu")
+def gru_reset_after_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
+    """`minirec.kernels.gru.gru_reset_after_backward` on the CPU: (grad_x_proj, grad_U, grad_b_n, grad_h0)."""
+    T, B, H = dim(h, 0), dim(h, 1), dim(h, 2)
+    dtype = check_args("gru_reset_after_backward", U=(U, (H, 3 * H)), h0=(h0, (B, H)), mask=(mask, (T, B)),
+                       h=(h, (T, B, H)), gates=(gates, (T, B, 4 * H)), grad_y=(grad_y, (T, B, H)),
+                       grad_h_last=(grad_h_last, (B, H)))
+    h0, h, gates, grad_y = (contiguous(a, dtype) for a in (h0, h, gates, grad_y))
+    mask, has_mask = optional(mask, dtype, 2)
+    U_T = contiguous(U.T, dtype)
+    grad_x, grad_rec = np.empty((T, B, 3 * H), dtype), np.empty((T, B, 3 * H), dtype)
+    delta = contiguous(grad_h_last, dtype).copy()
+    partial, product = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    for t in range(T - 1, -1, -1):
+        h_prev = _previous(h, h0, t)
+        _gru_ra_backward_step(t, gates, h_prev, mask, has_mask, grad_y, delta, grad_x, grad_rec, partial)
+        np.matmul(grad_rec[t], U_T, out=product)
+        _carry(t, mask, has_mask, partial, product, delta)
+    flat = grad_rec.reshape(T * B, 3 * H)
+    grad_U = _previous_all(h, h0).reshape(T * B, H).T @ flat
+    return grad_x, grad_U, flat[:, 2 * H :].sum(axis=0), delta
 
 
 # ---- MGU: columns [f | h̃] ------------------------------------------------------------------------
