@@ -1,4 +1,4 @@
-"""The Numba-CUDA kernels (minirec/kernels/cuda.py, gpu_scan.py) held to the reference loops.
+"""The Numba-CUDA kernels (minirec/kernels/cuda/) held to the reference loops.
 
 Three layers:
 
@@ -276,6 +276,85 @@ if not INNER:
         assert " passed" in proc.stdout, report
         print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
 
+    # ---- the preflight: what `minirec info` and cuda_available() report ----------------------------
+    def _fake(ok, detail):
+        return lambda: (ok, detail)
+
+    def test_preflight_stops_at_the_first_failure_and_names_it(monkeypatch):
+        from minirec.kernels import preflight
+
+        ran = []
+
+        def later():
+            ran.append("later")
+            return True, "never reached"
+
+        monkeypatch.setattr(preflight, "CHECKS", (("numpy", _fake(True, "2.4")), ("NVRTC", _fake(False, "no nvrtc")),
+                                                  ("launch", later)))
+        checks = preflight.cuda_checks(refresh=True)
+        try:
+            assert [c.name for c in checks] == ["numpy", "NVRTC"] and not ran
+            assert not preflight.cuda_ready() and not backend.cuda_available()
+            assert "FAIL NVRTC: no nvrtc" in preflight.describe()
+        finally:
+            preflight.cuda_checks(refresh=True)  # forget the faked result
+
+    def test_preflight_passes_only_when_every_check_does_and_never_raises(monkeypatch):
+        from minirec.kernels import preflight
+
+        def broken():
+            raise OSError("libcuda.so: cannot open shared object file")
+
+        try:
+            monkeypatch.setattr(preflight, "CHECKS", tuple((n, _fake(True, "fine")) for n, _ in preflight.CHECKS))
+            assert preflight.cuda_checks(refresh=True) and preflight.cuda_ready()
+            monkeypatch.setattr(preflight, "CHECKS", (("driver", broken), ("launch", _fake(True, ""))))
+            (check,) = preflight.cuda_checks(refresh=True)
+            assert not check.ok and "OSError: libcuda.so" in check.detail
+            assert not preflight.cuda_ready()
+        finally:
+            monkeypatch.undo()
+            preflight.cuda_checks(refresh=True)
+
+    def test_preflight_names_numpy_25_numba_cuda_and_nvvm(monkeypatch):
+        import importlib.metadata
+
+        from minirec.kernels import preflight
+
+        monkeypatch.setattr(np, "__version__", "2.5.0")
+        ok, detail = preflight._check_numpy()
+        assert not ok and "numpy < 2.5" in detail
+        monkeypatch.setattr(np, "__version__", "2.4.6")
+        assert preflight._check_numpy() == (True, "2.4.6")
+
+        def version(name, found=None):
+            if found is None:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return found
+
+        monkeypatch.setattr(importlib.metadata, "version", version)
+        ok, detail = preflight._check_numba_cuda()
+        assert not ok and "numba-cuda is not installed" in detail and "cuda13" in detail
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.4.0")
+        ok, detail = preflight._check_numba_cuda()
+        assert not ok and "too old" in detail
+
+        from numba.cuda.cudadrv import nvvm
+
+        def missing():
+            raise OSError("libnvvm.so not found")
+
+        monkeypatch.setattr(nvvm, "NVVM", missing)
+        ok, detail = preflight._check_nvvm()
+        assert not ok and "libNVVM not found" in detail and "libnvvm.so" in detail
+
+    @pytest.mark.skipif(backend._cupy() is not None, reason="CuPy is installed here")
+    def test_info_says_cupy_is_missing():
+        from minirec import info
+
+        lines = info.collect()["cuda_checks"]
+        assert lines[-1].startswith("FAIL cupy: CuPy is not installed") and "'.[cuda12]'" in lines[-1]
+
     # ---- compiled for a real GPU (sm_90 PTX), without one ------------------------------------------
     # The simulator runs the kernels as Python, so it cannot see what Numba's CUDA compiler would
     # reject (an unsupported builtin, a float64 constant leaking into float32 code, a per-thread
@@ -303,6 +382,12 @@ if not INNER:
             nvvm.NVVM()
         except Exception as error:  # no CUDA toolkit, or a numba-cuda without these internals
             pytest.skip(f"libNVVM unavailable: {type(error).__name__}: {error}")
+        try:  # numba-cuda also needs NVRTC to compile (numba's built-in numba.cuda does not)
+            import numba
+
+            numba_cuda.compile_ptx(lambda x: None, (numba.float32[:],), cc=(9, 0))
+        except Exception as error:
+            pytest.skip(f"cannot compile for sm_90 here (NVRTC?): {type(error).__name__}: {error}")
         from minirec.kernels import cuda
 
         class _Device:  # the device functions compile for the "current device": say it is an H100
@@ -325,7 +410,7 @@ if not INNER:
                     compiled[key] = (single, body)
             return compile_for
 
-        for module in (cuda, gpu_scan):
+        for module in (cuda._common, cuda.matrix):  # every module that configures a launch
             monkeypatch.setattr(module, "configure", configure)
             monkeypatch.setattr(module, "device_args", lambda *args: args)
         return compiled
@@ -411,13 +496,13 @@ if INNER:
     def _small_launches(monkeypatch):
         """Shrink the launch shapes: several blocks, idle threads and several time lanes even at
         B·H = 6 (the simulator runs every thread as a Python thread)."""
-        from minirec.kernels import cuda, gpu_scan
+        from minirec.kernels.cuda import _common, matrix, scan
 
-        assert gpu_scan.SIMULATOR, "the inner run must have NUMBA_ENABLE_CUDASIM=1"
-        monkeypatch.setattr(cuda, "COLUMN_THREADS", 4)
-        monkeypatch.setattr(cuda, "ROW_THREADS", 2)
-        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 2)
-        monkeypatch.setattr(gpu_scan, "BLOCK_THREADS", 16)
+        assert _common.SIMULATOR, "the inner run must have NUMBA_ENABLE_CUDASIM=1"
+        monkeypatch.setattr(_common, "COLUMN_THREADS", 4)
+        monkeypatch.setattr(matrix, "ROW_THREADS", 2)
+        monkeypatch.setattr(scan, "STEPS_PER_LANE", 2)
+        monkeypatch.setattr(scan, "BLOCK_THREADS", 16)
 
     _params = [(s, np.float64) for s in SHAPES_F64] + [(s, np.float32) for s in SHAPES_F32]
 
@@ -452,10 +537,10 @@ if INNER:
     @pytest.mark.parametrize("case", ["mingru-parallel-g", "minlstm-parallel", "mingru-log"])
     def test_sim_parallel_modes_with_long_segments(case, masked, monkeypatch):
         """T = 9 in 2 lanes of 5 and 4 steps: the unrolled loops of both passes of both directions."""
-        from minirec.kernels import gpu_scan
+        from minirec.kernels.cuda import scan
 
-        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 5)
-        assert gpu_scan.plan(9, 6, None)[2] == 2
+        monkeypatch.setattr(scan, "STEPS_PER_LANE", 5)
+        assert scan.plan(9, 6, None)[2] == 2
         _check_case(case, 9, 2, 3, np.float64, masked)
 
     def test_sim_linear_scan_float32_and_registered_names():
