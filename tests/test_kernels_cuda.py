@@ -236,6 +236,19 @@ def _check_case(case, T, B, H, dtype, masked, seed=0, device=None):
     _compare(backward["cuda"](*[move(a) for a in bargs]), expected_grads, dtype, f"{case} backward", to_numpy, long)
 
 
+def as_column_view(xp):
+    """A mover that puts an array inside a wider parent and returns the view (a gap before and after
+    along the last axis): the non-contiguous, offset views the cells pass (u[..., :H] of a
+    projection), which contiguous copies would never exercise."""
+    def move(a):
+        if a.ndim == 0:
+            return xp.asarray(a)
+        parent = xp.zeros(a.shape[:-1] + (a.shape[-1] + 3,), dtype=a.dtype)
+        parent[..., 1:1 + a.shape[-1]] = xp.asarray(a)
+        return parent[..., 1:1 + a.shape[-1]]
+    return move
+
+
 # ---- the plain process: import, registration, the simulator subprocess ------------------------------
 if not INNER:
 
@@ -275,6 +288,39 @@ if not INNER:
         assert proc.returncode == 0, f"simulator suite failed ({elapsed:.0f} s):\n{report}"
         assert " passed" in proc.stdout, report
         print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
+
+    def test_no_block_exceeds_what_a_gpu_can_launch():
+        """A block of more than 256 threads at 40-100 registers each exceeds an SM's register file:
+        it launches in the simulator and fails on a GPU, so no plan may produce one."""
+        from minirec.kernels.cuda import _common, matrix, scan
+
+        limit = _common.MAX_BLOCK_THREADS
+        assert limit * 255 <= 65536  # launchable at any register count
+        with pytest.raises(ValueError, match="would not launch"):
+            scan.plan(100, 10, lanes=2 * limit)
+        for T in (1, 9, 100, 5000):
+            for columns in (1, 7, 300, 10 ** 6):
+                for lanes in (None, 1, 2, limit):
+                    _, (channels, lanes_used), _ = scan.plan(T, columns, lanes)
+                    assert channels * lanes_used <= limit
+            assert _common.column_grid(T * 1000)[1] <= limit
+        assert matrix._row_threads(10 ** 6) <= limit
+
+    def test_grid_size_warnings_of_both_numba_cuda_classes_are_silenced():
+        import importlib.util
+        import warnings
+
+        from minirec.kernels.cuda import _common
+
+        classes = _common._performance_warning_classes()
+        if importlib.util.find_spec("numba_cuda") is not None:
+            assert len(classes) == 2, "numba-cuda's own NumbaPerformanceWarning is not filtered"
+        for category in classes:
+            with warnings.catch_warnings(record=True) as caught:  # (pytest restores the filters after each test)
+                _common.silence_grid_size_warnings()
+                warnings.warn("Grid size 1 will likely result in GPU under-utilization", category, stacklevel=1)
+                warnings.warn("something else", category, stacklevel=1)
+            assert [str(w.message) for w in caught] == ["something else"], category
 
     # ---- the preflight: what `minirec info` and cuda_available() report ----------------------------
     def _fake(ok, detail):
@@ -479,6 +525,14 @@ if not INNER:
 
     @pytest.mark.cuda
     @gpu
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_cuda_kernel_reads_column_views(case):
+        """Inputs as the cells pass them: strided, offset views of wider arrays."""
+        cp = backend._cupy()
+        _check_case(case, 37, 6, 70, np.float64, True, device=as_column_view(cp))
+
+    @pytest.mark.cuda
+    @gpu
     def test_get_kernel_picks_cuda_for_cupy_arrays():
         from minirec.kernels import cuda, get_kernel
 
@@ -555,6 +609,10 @@ if INNER:
         _compare(_KERNELS["linear_scan_backward"]["cuda"](a, ref, h0, b),
                  scan.linear_scan_backward(a, ref, h0, b), np.float32, "scan backward f32")
         assert gpu_scan.plan(7, 6, None)[2] == 4  # ceil(7 / 2) steps → 4 lanes
+
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_sim_kernel_reads_column_views(case):
+        _check_case(case, 5, 2, 3, np.float64, True, device=as_column_view(np))
 
     def test_sim_reversed_mask_view_is_handled():
         """The backward direction of a bidirectional layer passes mask[::-1] (negative strides)."""

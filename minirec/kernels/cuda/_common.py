@@ -49,10 +49,14 @@ def _performance_warning_classes():
     return classes
 
 
-# Small batches give small grids on purpose (a per-step kernel over B·H columns); Numba's
-# "Grid size N will likely result in GPU under-utilization" says nothing actionable then.
-for _category in _performance_warning_classes():
-    warnings.filterwarnings("ignore", message="Grid size", category=_category)
+def silence_grid_size_warnings():
+    """Small batches give small grids on purpose (a per-step kernel over B·H columns); Numba's
+    "Grid size N will likely result in GPU under-utilization" says nothing actionable then."""
+    for category in _performance_warning_classes():
+        warnings.filterwarnings("ignore", message="Grid size", category=category)
+
+
+silence_grid_size_warnings()
 _STREAMS: dict[int, object] = {}
 
 
