@@ -14,6 +14,7 @@ import numpy as np
 
 from minirec import backend
 from minirec.autograd.function import Function, Tensor, is_number
+from minirec.numerics import stable_sigmoid, stable_softplus  # noqa: F401 - also re-exported
 
 __all__ = [
     "ShapeError",
@@ -235,15 +236,8 @@ class Tanh(Function):
         return (grad * (1 - out * out),)
 
 
-def stable_sigmoid(xp, a):
-    """σ(a) without overflow: exp is only taken of -|a|."""
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def stable_softplus(xp, a):
-    """log(1 + e^a) = max(a, 0) + log1p(e^-|a|), exact for large |a|."""
-    return xp.maximum(a, 0) + xp.log1p(xp.exp(-xp.abs(a)))
+# stable_sigmoid, stable_softplus: raw-array math in minirec.numerics (below the engine and the
+# kernels), imported here for the ops below and for code that imports them from this module.
 
 
 class Sigmoid(Function):

@@ -165,7 +165,7 @@ def column_of(B, H):
 # (No min/max builtins in device code: Numba's CUDA typing of them failed to compile here.)
 @cuda.jit(device=True)
 def sigmoid(x, one):
-    """σ(x) without overflow (exp of −|x| only), as `ops.stable_sigmoid`."""
+    """σ(x) without overflow (exp of −|x| only), as `minirec.numerics.stable_sigmoid`."""
     e = math.exp(-abs(x))
     if x >= 0:
         return one / (one + e)
