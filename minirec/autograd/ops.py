@@ -528,12 +528,17 @@ class CrossEntropy(Function):
         if ignore_index is not None:
             keep = keep & (targets != ignore_index)
         safe_targets = xp.where(keep, targets, 0)
-        if safe_targets.size and (int(safe_targets.min()) < 0 or int(safe_targets.max()) >= logits.shape[-1]):
+        low, high, kept = 0, 0, 0
+        if safe_targets.size:  # the range check and the count in one host transfer (GPU: one sync, not three)
+            bounds = xp.stack([safe_targets.min().astype("int64"), safe_targets.max().astype("int64"),
+                               keep.sum().astype("int64")])
+            low, high, kept = (int(v) for v in bounds.tolist())
+        if low < 0 or high >= logits.shape[-1]:
             raise IndexError(f"cross_entropy: a target is outside [0, {logits.shape[-1]})")
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
         picked = xp.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
-        count = builtins.max(int(keep.sum()), 1)
+        count = builtins.max(kept, 1)
         ctx.save_for_backward(log_probs, safe_targets, keep)
         ctx.count = count
         return -(picked * keep).sum() / logits.dtype.type(count)
