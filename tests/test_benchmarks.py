@@ -108,3 +108,16 @@ def test_gpu_micro_plan_prints_without_a_gpu():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "planned: SRU bwd" in done.stdout and "planned: CuPy copy" in done.stdout
+
+
+def test_cpu_side_by_side_table_prints_each_layer_beside_its_peer():
+    """The side-by-side rows of benchmarks/cpu.py (torch left out: it is optional) at a tiny shape."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu.py"), "--side-only", "--no-torch",
+                           "--shapes", "3x2x8", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.split("Side by side", 1)[1]
+    for cell in ("sru", "lrn", "mingru", "qrnn"):
+        row = next(line for line in table.splitlines() if line.startswith(cell + " "))
+        assert "3x2x8" in row and "BLAS floor" in row
+    assert "Layers, forward" not in done.stdout  # --side-only: nothing else ran
