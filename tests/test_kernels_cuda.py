@@ -448,7 +448,8 @@ if not INNER:
                 import numba
 
                 signature = tuple(numba.typeof(a) for a in args)
-                key = (kernel.py_func.__name__, signature)
+                constants = tuple(cell.cell_contents for cell in kernel.py_func.__closure__ or ())  # a variant's flags
+                key = (kernel.py_func.__name__, constants, signature)
                 if key not in compiled:
                     ptx, _ = numba_cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
                     single = any(getattr(a, "dtype", None) == np.float32 for a in args)
@@ -479,11 +480,31 @@ if not INNER:
                     forward["cuda"](*args)
                     backward["cuda"](*make_backward_args(forward["reference"](*args)))
         assert ptx_compiler, "no kernel was launched"
-        for (name, signature), (single, body) in ptx_compiler.items():
+        for (name, _, signature), (single, body) in ptx_compiler.items():
             assert "__local_depot" not in body, f"{name} {signature} uses local memory"
             if single:
                 # one float64 kernel argument (SRU's alpha) may be converted once; no more
                 assert body.count(".f64") <= 4, f"{name} {signature} does float64 arithmetic"
+
+    def test_scan_variants_compile_out_the_branches_they_cannot_take(ptx_compiler):
+        """The flags are compile-time constants: the plain scan without mask has none of minLSTM's
+        exp/log (σ, softplus) in its machine code, and is a fraction of its size."""
+        import numba
+        from numba import cuda as numba_cuda
+
+        from minirec.kernels.cuda import scan
+
+        f3, f2 = numba.float32[:, :, :], numba.float32[:, :]
+        signature = (f3, f3, f3, f2, f2, numba.int64, f3, f3)
+
+        def ptx(*flags):
+            text, _ = numba_cuda.compile_ptx(scan.forward_kernel(*flags).py_func, signature, cc=(9, 0))
+            return text.split(".entry", 1)[1]
+
+        plain = ptx(scan.PLAIN, False, False, False, False)
+        minlstm = ptx(scan.MINLSTM, True, True, True, True)
+        assert "ex2.approx" not in plain and "ex2.approx" in minlstm
+        assert plain.count("\n") < minlstm.count("\n") / 2
 
     # ---- real CUDA, CuPy arrays, realistic sizes -------------------------------------------------
     gpu = pytest.mark.skipif(not backend.cuda_available(), reason="no usable GPU (CuPy + CUDA)")

@@ -45,6 +45,7 @@ Launching, CuPy and the simulator
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -263,113 +264,131 @@ def _exclusive_scan(sA, sB, lanes, pos, one, neg_inf, log_space):
         offset //= 2
 
 
-@cuda.jit(cache=True)
-def _scan_forward_kernel(kind, p1, p2, p3, mask, has_mask, applies_g, h0, has_h0, lanes, h, gate_out, has_gate):
-    """h_t = a_t h_{t−1} + b_t for every column; writes h (T, B, H) and, if has_gate, the gate."""
-    sA = cuda.shared.array(MAX_THREADS, h.dtype)
-    sB = cuda.shared.array(MAX_THREADS, h.dtype)
-    one = h.dtype.type(1.0)
-    zero = one - one
-    T = h.shape[0]
-    active, b, j = _column(h)
-    lo, hi = _segment(T, lanes)
-    idx = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if lanes > 1:
-        # 1. the segment's map (A, B): h_hi = A h_lo + B
-        A = one
-        Bv = zero
+# Each kernel is built by a factory per combination of its flags (kind, mask or not, g or not,
+# h0 or not, ...), which the kernel reads as closure constants: numba compiles them as constants,
+# so the branches that cannot run are compiled out and the registers are sized for the code that
+# does run (with runtime flags every kernel carried the worst branch's registers: the review
+# found occupancy capped at 50 % in float32 and 25 % in float64). numba's cache keys a closure on
+# its constants too, so each variant is cached on its own.
+@functools.cache
+def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
+    """The forward block scan compiled for one combination of flags (closure constants: the comment above)."""
+
+    @cuda.jit(cache=True)
+    def _scan_forward_kernel(p1, p2, p3, mask, h0, lanes, h, gate_out):
+        """h_t = a_t h_{t−1} + b_t for every column; writes h (T, B, H) and, if has_gate, the gate."""
+        sA = cuda.shared.array(MAX_THREADS, h.dtype)
+        sB = cuda.shared.array(MAX_THREADS, h.dtype)
+        one = h.dtype.type(1.0)
+        zero = one - one
+        T = h.shape[0]
+        active, b, j = _column(h)
+        lo, hi = _segment(T, lanes)
+        idx = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+        if lanes > 1:
+            # 1. the segment's map (A, B): h_hi = A h_lo + B
+            A = one
+            Bv = zero
+            if active:
+                t = lo
+                while t + 4 <= hi:  # four steps' loads in flight before the dependent updates
+                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                    a1, b1, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
+                    a2, b2, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
+                    a3, b3, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
+                    Bv = a3 * (a2 * (a1 * (a0 * Bv + b0) + b1) + b2) + b3
+                    A = A * a0 * a1 * a2 * a3
+                    t += 4
+                while t < hi:
+                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                    Bv = a0 * Bv + b0
+                    A = A * a0
+                    t += 1
+            sA[idx] = A
+            sB[idx] = Bv
+            # 2. exclusive prefix over the lanes
+            _exclusive_scan(sA, sB, lanes, cuda.threadIdx.y, one, zero, False)
+        # 3. rerun the segment from its carry
         if active:
+            state = h0[b, j] if has_h0 else zero
+            if lanes > 1:
+                state = sA[idx] * state + sB[idx]
             t = lo
-            while t + 4 <= hi:  # four steps' loads in flight before the dependent updates
-                a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                a1, b1, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-                a2, b2, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-                a3, b3, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
-                Bv = a3 * (a2 * (a1 * (a0 * Bv + b0) + b1) + b2) + b3
-                A = A * a0 * a1 * a2 * a3
+            while t + 4 <= hi:
+                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                a1, b1, g1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
+                a2, b2, g2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
+                a3, b3, g3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
+                state = a0 * state + b0
+                h[t, b, j] = state
+                state = a1 * state + b1
+                h[t + 1, b, j] = state
+                state = a2 * state + b2
+                h[t + 2, b, j] = state
+                state = a3 * state + b3
+                h[t + 3, b, j] = state
+                if has_gate:
+                    gate_out[t, b, j] = g0
+                    gate_out[t + 1, b, j] = g1
+                    gate_out[t + 2, b, j] = g2
+                    gate_out[t + 3, b, j] = g3
                 t += 4
             while t < hi:
-                a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                Bv = a0 * Bv + b0
-                A = A * a0
+                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                state = a0 * state + b0
+                h[t, b, j] = state
+                if has_gate:
+                    gate_out[t, b, j] = g0
                 t += 1
-        sA[idx] = A
-        sB[idx] = Bv
-        # 2. exclusive prefix over the lanes
-        _exclusive_scan(sA, sB, lanes, cuda.threadIdx.y, one, zero, False)
-    # 3. rerun the segment from its carry
-    if active:
-        state = h0[b, j] if has_h0 else zero
+
+    return _scan_forward_kernel
+
+
+@functools.cache
+def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
+    """The log-space forward scan compiled for one combination of flags (closure constants: the comment above)."""
+
+    @cuda.jit(cache=True)
+    def _scan_log_forward_kernel(p1, p2, p3, mask, h0, lanes, out, gate_out):
+        """The log-space scan: log h_t = logaddexp(log a_t + log h_{t−1}, log b_t).
+
+        ``has_h0``: h0 holds log h0 (plain) or h0 itself (minGRU/minLSTM, > 0); without it log h0 =
+        −∞. Writes log h to ``out``, or h = exp(log h) if ``out_exp``.
+        """
+        sA = cuda.shared.array(MAX_THREADS, out.dtype)
+        sB = cuda.shared.array(MAX_THREADS, out.dtype)
+        one = out.dtype.type(1.0)
+        zero = one - one
+        neg_inf = out.dtype.type(-math.inf)
+        T = out.shape[0]
+        active, b, j = _column(out)
+        lo, hi = _segment(T, lanes)
+        idx = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
         if lanes > 1:
-            state = sA[idx] * state + sB[idx]
-        t = lo
-        while t + 4 <= hi:
-            a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-            a1, b1, g1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-            a2, b2, g2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-            a3, b3, g3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
-            state = a0 * state + b0
-            h[t, b, j] = state
-            state = a1 * state + b1
-            h[t + 1, b, j] = state
-            state = a2 * state + b2
-            h[t + 2, b, j] = state
-            state = a3 * state + b3
-            h[t + 3, b, j] = state
-            if has_gate:
-                gate_out[t, b, j] = g0
-                gate_out[t + 1, b, j] = g1
-                gate_out[t + 2, b, j] = g2
-                gate_out[t + 3, b, j] = g3
-            t += 4
-        while t < hi:
-            a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-            state = a0 * state + b0
-            h[t, b, j] = state
-            if has_gate:
-                gate_out[t, b, j] = g0
-            t += 1
-
-
-@cuda.jit(cache=True)
-def _scan_log_forward_kernel(kind, p1, p2, p3, mask, has_mask, h0, has_h0, lanes, out, out_exp, gate_out, has_gate):
-    """The log-space scan: log h_t = logaddexp(log a_t + log h_{t−1}, log b_t).
-
-    ``has_h0``: h0 holds log h0 (plain) or h0 itself (minGRU/minLSTM, > 0); without it log h0 =
-    −∞. Writes log h to ``out``, or h = exp(log h) if ``out_exp``.
-    """
-    sA = cuda.shared.array(MAX_THREADS, out.dtype)
-    sB = cuda.shared.array(MAX_THREADS, out.dtype)
-    one = out.dtype.type(1.0)
-    zero = one - one
-    neg_inf = out.dtype.type(-math.inf)
-    T = out.shape[0]
-    active, b, j = _column(out)
-    lo, hi = _segment(T, lanes)
-    idx = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if lanes > 1:
-        LA = zero
-        LB = neg_inf
+            LA = zero
+            LB = neg_inf
+            if active:
+                for t in range(lo, hi):
+                    la, lb, _ = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                    LB = logaddexp(la + LB, lb)
+                    LA = LA + la
+            sA[idx] = LA
+            sB[idx] = LB
+            _exclusive_scan(sA, sB, lanes, cuda.threadIdx.y, one, neg_inf, True)
         if active:
+            state = neg_inf
+            if has_h0:
+                state = h0[b, j] if kind == PLAIN else math.log(h0[b, j])
+            if lanes > 1:
+                state = logaddexp(sA[idx] + state, sB[idx])
             for t in range(lo, hi):
-                la, lb, _ = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
-                LB = logaddexp(la + LB, lb)
-                LA = LA + la
-        sA[idx] = LA
-        sB[idx] = LB
-        _exclusive_scan(sA, sB, lanes, cuda.threadIdx.y, one, neg_inf, True)
-    if active:
-        state = neg_inf
-        if has_h0:
-            state = h0[b, j] if kind == PLAIN else math.log(h0[b, j])
-        if lanes > 1:
-            state = logaddexp(sA[idx] + state, sB[idx])
-        for t in range(lo, hi):
-            la, lb, gate = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
-            state = logaddexp(la + state, lb)
-            out[t, b, j] = math.exp(state) if out_exp else state
-            if has_gate:
-                gate_out[t, b, j] = gate
+                la, lb, gate = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                state = logaddexp(la + state, lb)
+                out[t, b, j] = math.exp(state) if out_exp else state
+                if has_gate:
+                    gate_out[t, b, j] = gate
+
+    return _scan_log_forward_kernel
 
 
 @cuda.jit(device=True)
@@ -409,72 +428,77 @@ def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h,
         o2[t, b, j] = grad_b
 
 
-@cuda.jit(cache=True)
-def _scan_backward_kernel(kind, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0, grad_h, lanes,
-                          o1, o2, o3, grad_h0):
-    """Reverse scan g_t = grad_h_t + ā_{t+1} g_{t+1}, then the gradients of every step.
+@functools.cache
+def backward_kernel(kind, has_mask, applies_g, has_h0):
+    """The backward block scan compiled for one combination of flags (closure constants: the comment above)."""
 
-    Lanes are combined last-to-first: lane y sits at slot (lanes − 1 − y) of the tree.
-    """
-    sA = cuda.shared.array(MAX_THREADS, h.dtype)
-    sB = cuda.shared.array(MAX_THREADS, h.dtype)
-    one = h.dtype.type(1.0)
-    zero = one - one
-    T = h.shape[0]
-    active, b, j = _column(h)
-    lo, hi = _segment(T, lanes)
-    y = cuda.threadIdx.y
-    ch = cuda.blockDim.x
-    slot = (lanes - 1 - y) * ch + cuda.threadIdx.x
-    # ā just after the segment (its first step in reverse time): none after the last step
-    a_after = zero
-    if active and hi < T:
-        a_after = _bwd_a(kind, q1, mask, has_mask, hi, b, j, one)
-    if lanes > 1:
-        # 1. the segment's map on the incoming g_hi: g_lo = A g_hi + B
-        A = one
-        Bv = zero
+    @cuda.jit(cache=True)
+    def _scan_backward_kernel(q1, q2, q3, q4, mask, h, h0, grad_h, lanes, o1, o2, o3, grad_h0):
+        """Reverse scan g_t = grad_h_t + ā_{t+1} g_{t+1}, then the gradients of every step.
+
+        Lanes are combined last-to-first: lane y sits at slot (lanes − 1 − y) of the tree.
+        """
+        sA = cuda.shared.array(MAX_THREADS, h.dtype)
+        sB = cuda.shared.array(MAX_THREADS, h.dtype)
+        one = h.dtype.type(1.0)
+        zero = one - one
+        T = h.shape[0]
+        active, b, j = _column(h)
+        lo, hi = _segment(T, lanes)
+        y = cuda.threadIdx.y
+        ch = cuda.blockDim.x
+        slot = (lanes - 1 - y) * ch + cuda.threadIdx.x
+        # ā just after the segment (its first step in reverse time): none after the last step
+        a_after = zero
+        if active and hi < T:
+            a_after = _bwd_a(kind, q1, mask, has_mask, hi, b, j, one)
+        if lanes > 1:
+            # 1. the segment's map on the incoming g_hi: g_lo = A g_hi + B
+            A = one
+            Bv = zero
+            if active:
+                a_next = a_after
+                t = hi - 1
+                while t - 3 >= lo:
+                    a0 = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
+                    a1 = _bwd_a(kind, q1, mask, has_mask, t - 1, b, j, one)
+                    a2 = _bwd_a(kind, q1, mask, has_mask, t - 2, b, j, one)
+                    a3 = _bwd_a(kind, q1, mask, has_mask, t - 3, b, j, one)
+                    d0 = grad_h[t, b, j]
+                    d1 = grad_h[t - 1, b, j]
+                    d2 = grad_h[t - 2, b, j]
+                    d3 = grad_h[t - 3, b, j]
+                    Bv = a2 * (a1 * (a0 * (a_next * Bv + d0) + d1) + d2) + d3
+                    A = A * a_next * a0 * a1 * a2
+                    a_next = a3
+                    t -= 4
+                while t >= lo:
+                    a0 = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
+                    Bv = a_next * Bv + grad_h[t, b, j]
+                    A = A * a_next
+                    a_next = a0
+                    t -= 1
+            sA[slot] = A
+            sB[slot] = Bv
+            _exclusive_scan(sA, sB, lanes, lanes - 1 - y, one, zero, False)  # last lane first
+        # 2. rerun the segment backwards from its incoming g (0 after the last step)
         if active:
+            g = zero
+            if lanes > 1:
+                g = sB[slot]  # A_prefix · 0 + B_prefix
             a_next = a_after
             t = hi - 1
-            while t - 3 >= lo:
-                a0 = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
-                a1 = _bwd_a(kind, q1, mask, has_mask, t - 1, b, j, one)
-                a2 = _bwd_a(kind, q1, mask, has_mask, t - 2, b, j, one)
-                a3 = _bwd_a(kind, q1, mask, has_mask, t - 3, b, j, one)
-                d0 = grad_h[t, b, j]
-                d1 = grad_h[t - 1, b, j]
-                d2 = grad_h[t - 2, b, j]
-                d3 = grad_h[t - 3, b, j]
-                Bv = a2 * (a1 * (a0 * (a_next * Bv + d0) + d1) + d2) + d3
-                A = A * a_next * a0 * a1 * a2
-                a_next = a3
-                t -= 4
             while t >= lo:
-                a0 = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
-                Bv = a_next * Bv + grad_h[t, b, j]
-                A = A * a_next
-                a_next = a0
+                a_t = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
+                g = a_next * g + grad_h[t, b, j]
+                _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0,
+                             one, o1, o2, o3)
+                a_next = a_t
                 t -= 1
-        sA[slot] = A
-        sB[slot] = Bv
-        _exclusive_scan(sA, sB, lanes, lanes - 1 - y, one, zero, False)  # last lane first
-    # 2. rerun the segment backwards from its incoming g (0 after the last step)
-    if active:
-        g = zero
-        if lanes > 1:
-            g = sB[slot]  # A_prefix · 0 + B_prefix
-        a_next = a_after
-        t = hi - 1
-        while t >= lo:
-            a_t = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
-            g = a_next * g + grad_h[t, b, j]
-            _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0,
-                         one, o1, o2, o3)
-            a_next = a_t
-            t -= 1
-        if lo == 0:
-            grad_h0[b, j] = a_next * g  # ā_1 g_1
+            if lo == 0:
+                grad_h0[b, j] = a_next * g  # ā_1 g_1
+
+    return _scan_backward_kernel
 
 
 # ---- host-side launchers ---------------------------------------------------------------------------
@@ -498,10 +522,10 @@ def scan_forward(kind, p1, p2, p3, h0, mask, applies_g=False, lanes=None, with_g
     if T == 0 or B * H == 0:
         return h, gate
     grid, block, lanes = plan(T, B * H, lanes)
-    launch(_scan_forward_kernel, grid, block,
-           kind, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else h[:, :, 0], mask is not None, bool(applies_g),
-           h0 if h0 is not None else h[0], h0 is not None, lanes, h, gate if has_gate else h, has_gate)
+    kernel = forward_kernel(kind, mask is not None, bool(applies_g), h0 is not None, has_gate)
+    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
+           mask if mask is not None else h[:, :, 0], h0 if h0 is not None else h[0], lanes, h,
+           gate if has_gate else h)
     return h, gate
 
 
@@ -516,11 +540,10 @@ def scan_log_forward(kind, p1, p2, p3, h0, mask, lanes=None, with_gate=True, exp
     if T == 0 or B * H == 0:
         return out, gate
     grid, block, lanes = plan(T, B * H, lanes)
-    launch(_scan_log_forward_kernel, grid, block,
-           kind, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else out[:, :, 0], mask is not None,
-           h0 if h0 is not None else out[0], h0 is not None, lanes,
-           out, bool(exp_out), gate if has_gate else out, has_gate)
+    kernel = log_forward_kernel(kind, mask is not None, h0 is not None, bool(exp_out), has_gate)
+    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
+           mask if mask is not None else out[:, :, 0], h0 if h0 is not None else out[0], lanes, out,
+           gate if has_gate else out)
     return out, gate
 
 
@@ -540,11 +563,10 @@ def scan_backward(kind, q1, q2, q3, q4, h, h0, grad_h, mask, applies_g=False, la
     if T == 0 or B * H == 0:
         return o1, o2, o3, grad_h0
     grid, block, lanes = plan(T, B * H, lanes)
-    launch(_scan_backward_kernel, grid, block,
-           kind, q1, q2 if q2 is not None else q1, q3 if q3 is not None else q1, q4 if q4 is not None else q1,
-           mask if mask is not None else h[:, :, 0], mask is not None, bool(applies_g),
-           h, h0 if h0 is not None else grad_h0, h0 is not None, grad_h, lanes,
-           o1, o2, o3 if o3 is not None else o2, grad_h0)
+    kernel = backward_kernel(kind, mask is not None, bool(applies_g), h0 is not None)
+    launch(kernel, grid, block, q1, q2 if q2 is not None else q1, q3 if q3 is not None else q1,
+           q4 if q4 is not None else q1, mask if mask is not None else h[:, :, 0], h,
+           h0 if h0 is not None else grad_h0, grad_h, lanes, o1, o2, o3 if o3 is not None else o2, grad_h0)
     return o1, o2, o3, grad_h0
 
 
@@ -607,3 +629,7 @@ def linear_scan_forward(a, b, h0=None):
 @register_kernel("linear_scan_backward", "cuda")
 def linear_scan_backward(a, h, h0, grad_h):
     return linear_scan_backward_cuda(a, h, h0, grad_h)
+
+
+# The kernel as chapter 10 shows it (one variant; the source is the same for all).
+_scan_forward_kernel = forward_kernel(MINGRU, True, True, True, True)
