@@ -3,6 +3,7 @@ minirec/kernels/lrn.py; the CPU kernel: minirec/kernels/cpu/lrn.py)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 from numba import cuda
@@ -19,12 +20,12 @@ from minirec.kernels.cuda._common import column_grid, column_of, fast_path, laun
 # column offsets (−1: absent): lrn [q|k|v], glrn [q|v], elrn [v], olrn [q|k|v|w].
 # =================================================================================================
 @cuda.jit(device=True)
-def _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, one):
+def _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one):
     zero = one - one
     m = mask[t, b] if has_mask else one
-    q = z[t, b, q_off + j] if q_off >= 0 else zero
-    k = z[t, b, k_off + j] if k_off >= 0 else zero
-    w = z[t, b, w_off + j] if w_off >= 0 else zero
+    q = z[t, b, q_off + j] if has_q else zero
+    k = z[t, b, k_off + j] if has_k else zero
+    w = z[t, b, w_off + j] if has_w else zero
     return q, k, z[t, b, v_off + j], w, m
 
 
@@ -52,34 +53,41 @@ def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, h, f_out, 
     return h_new
 
 
-@cuda.jit(cache=True)
-def _lrn_forward_kernel(z, h0, mask, has_mask, q_off, k_off, v_off, w_off, tanh_act, h, f_out, i_out, o_out, c_out):
-    B = h0.shape[0]
-    H = h0.shape[1]
-    T = z.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = h0.dtype.type(1.0)
-    has_q = q_off >= 0
-    has_k = k_off >= 0
-    has_w = w_off >= 0
-    state = h0[b, j]
-    t = 0
-    while t + 4 <= T:
-        L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, one)
-        L1 = _lrn_load(z, mask, has_mask, t + 1, b, j, q_off, k_off, v_off, w_off, one)
-        L2 = _lrn_load(z, mask, has_mask, t + 2, b, j, q_off, k_off, v_off, w_off, one)
-        L3 = _lrn_load(z, mask, has_mask, t + 3, b, j, q_off, k_off, v_off, w_off, one)
-        state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-        state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-        state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-        state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-        t += 4
-    while t < T:
-        L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, one)
-        state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-        t += 1
+# Each kernel is built per variant (which blocks of z exist, the activation, a mask or not), the
+# flags read as closure constants: numba compiles the other variants' branches out, so registers
+# are sized for the variant that runs (as the scan kernels in scan.py). The block offsets, which
+# depend on H, stay arguments.
+@functools.cache
+def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
+    """The LRN-family forward for one variant (closure constants: the comment above)."""
+
+    @cuda.jit(cache=True)
+    def _lrn_forward_kernel(z, h0, mask, q_off, k_off, v_off, w_off, h, f_out, i_out, o_out, c_out):
+        B = h0.shape[0]
+        H = h0.shape[1]
+        T = z.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = h0.dtype.type(1.0)
+        state = h0[b, j]
+        t = 0
+        while t + 4 <= T:
+            L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+            L1 = _lrn_load(z, mask, has_mask, t + 1, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+            L2 = _lrn_load(z, mask, has_mask, t + 2, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+            L3 = _lrn_load(z, mask, has_mask, t + 3, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            t += 4
+        while t < T:
+            L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            t += 1
+
+    return _lrn_forward_kernel
 
 
 @cuda.jit(device=True)
@@ -94,10 +102,10 @@ def _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j
 
 
 @cuda.jit(device=True)
-def _lrn_bemit(L, t, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z):
+def _lrn_bemit(L, t, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z):
     gy, m, h_t, h_prev, f, i, o, c, v = L
     e = gy * m + d * m  # the gradient reaching ĥ_t (0 at a padded step)
-    if w_off >= 0:
+    if has_w:
         grad_w = e * c * (o * (one - o))
         grad_z[t, b, w_off + j] = grad_w
         grad_c = e * o - grad_w
@@ -105,20 +113,20 @@ def _lrn_bemit(L, t, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
         grad_c = e * (one - h_t * h_t)
     else:
         grad_c = e
-    if k_off < 0:
+    if not has_k:
         i = one - f
     grad_z[t, b, v_off + j] = grad_c * i
     grad_i = grad_c * v
     grad_f = grad_c * h_prev
     d_prev = grad_c * f
-    if k_off >= 0:
+    if has_k:
         grad_k = grad_i * (i * (one - i))
         grad_z[t, b, k_off + j] = grad_k
         d_prev = d_prev + grad_k
         grad_a_f = grad_f * (f * (one - f))
     else:
         grad_a_f = (grad_f - grad_i) * (f * (one - f))
-    if q_off >= 0:
+    if has_q:
         grad_z[t, b, q_off + j] = grad_a_f
     d_prev = d_prev - grad_a_f
     if m == 0:
@@ -126,38 +134,42 @@ def _lrn_bemit(L, t, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
     return d_prev
 
 
-@cuda.jit(cache=True)
-def _lrn_backward_kernel(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, grad_h_last,
-                         q_off, k_off, v_off, w_off, tanh_act, grad_z, grad_h0):
-    B = h0.shape[0]
-    H = h0.shape[1]
-    T = z.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = h0.dtype.type(1.0)
-    has_k = k_off >= 0
-    has_w = w_off >= 0
-    d = grad_h_last[b, j]
-    t = T - 1
-    while t - 3 >= 0:
-        L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
-        L1 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 1, b, j, v_off, has_k, has_w,
-                        one)
-        L2 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 2, b, j, v_off, has_k, has_w,
-                        one)
-        L3 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 3, b, j, v_off, has_k, has_w,
-                        one)
-        d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
-        d = _lrn_bemit(L1, t - 1, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
-        d = _lrn_bemit(L2, t - 2, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
-        d = _lrn_bemit(L3, t - 3, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
-        t -= 4
-    while t >= 0:
-        L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
-        d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, tanh_act, one, grad_z)
-        t -= 1
-    grad_h0[b, j] = d
+@functools.cache
+def backward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
+    """The LRN-family backward for one variant (closure constants: the comment above `forward_kernel`)."""
+
+    @cuda.jit(cache=True)
+    def _lrn_backward_kernel(z, h0, h, i_in, f_in, o_in, c_in, mask, grad_y, grad_h_last, q_off, k_off, v_off, w_off,
+                             grad_z, grad_h0):
+        B = h0.shape[0]
+        H = h0.shape[1]
+        T = z.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = h0.dtype.type(1.0)
+        d = grad_h_last[b, j]
+        t = T - 1
+        while t - 3 >= 0:
+            L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
+            L1 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 1, b, j, v_off, has_k, has_w,
+                            one)
+            L2 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 2, b, j, v_off, has_k, has_w,
+                            one)
+            L3 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 3, b, j, v_off, has_k, has_w,
+                            one)
+            d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            d = _lrn_bemit(L1, t - 1, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            d = _lrn_bemit(L2, t - 2, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            d = _lrn_bemit(L3, t - 3, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            t -= 4
+        while t >= 0:
+            L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
+            d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            t -= 1
+        grad_h0[b, j] = d
+
+    return _lrn_backward_kernel
 
 
 def _lrn_offsets(variant, H):
@@ -178,8 +190,8 @@ def _lrn_forward(variant, z, h0, mask, activation):
     o = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
     c = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
     grid, block = column_grid(B * H)
-    launch(_lrn_forward_kernel, grid, block, z, h0, mask if mask is not None else h0, mask is not None,
-           q_off, k_off, v_off, w_off, activation == "tanh",
+    kernel = forward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
+    launch(kernel, grid, block, z, h0, mask if mask is not None else h0, q_off, k_off, v_off, w_off,
            h, f, i if i is not None else f, o if o is not None else f, c if c is not None else f)
     return h, i, f, o, c
 
@@ -192,9 +204,10 @@ def _lrn_backward(variant, z, h0, h, i, f, o, c, mask, grad_y, grad_h_last, acti
     grad_z = xp.empty(z.shape, dtype=z.dtype)
     grad_h0 = xp.empty((B, H), dtype=z.dtype)
     grid, block = column_grid(B * H)
-    launch(_lrn_backward_kernel, grid, block, z, h0, h, i if i is not None else f, f,
-           o if o is not None else f, c if c is not None else f, mask if mask is not None else h0, mask is not None,
-           grad_y, grad_h_last, q_off, k_off, v_off, w_off, activation == "tanh", grad_z, grad_h0)
+    kernel = backward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
+    launch(kernel, grid, block, z, h0, h, i if i is not None else f, f, o if o is not None else f,
+           c if c is not None else f, mask if mask is not None else h0, grad_y, grad_h_last, q_off, k_off, v_off,
+           w_off, grad_z, grad_h0)
     return grad_z, grad_h0
 
 

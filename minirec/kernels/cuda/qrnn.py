@@ -3,6 +3,7 @@ minirec/kernels/qrnn.py; the CPU kernel: minirec/kernels/cpu/qrnn.py)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 from numba import cuda
@@ -44,34 +45,40 @@ def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, h, c, z, f, o):
     return c_t
 
 
-@cuda.jit(cache=True)
-def _qrnn_forward_kernel(U, bias, c0, x_skip, has_skip, mask, has_mask, h, c, z, f, o):
-    B = c0.shape[0]
-    H = c0.shape[1]
-    T = U.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = c0.dtype.type(1.0)
-    bz = bias[j]
-    bf = bias[H + j]
-    bo = bias[2 * H + j]
-    state = c0[b, j]
-    t = 0
-    while t + 4 <= T:
-        L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
-        L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 1, b, j, H, one)
-        L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 2, b, j, H, one)
-        L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 3, b, j, H, one)
-        state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-        state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-        state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-        state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-        t += 4
-    while t < T:
-        L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
-        state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-        t += 1
+@functools.cache
+def forward_kernel(has_skip, has_mask):
+    """fo-pooling with or without highway and mask, compiled as constants (no unused branch)."""
+
+    @cuda.jit(cache=True)
+    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, h, c, z, f, o):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = U.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        bz = bias[j]
+        bf = bias[H + j]
+        bo = bias[2 * H + j]
+        state = c0[b, j]
+        t = 0
+        while t + 4 <= T:
+            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
+            L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 1, b, j, H, one)
+            L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 2, b, j, H, one)
+            L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 3, b, j, H, one)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            t += 4
+        while t < T:
+            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            t += 1
+
+    return _qrnn_forward_kernel
 
 
 @cuda.jit(device=True)
@@ -104,38 +111,44 @@ def _qrnn_bemit(L, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
     return carry, (sz + g_z, sf + g_f, so + g_o)
 
 
-@cuda.jit(cache=True)
-def _qrnn_backward_kernel(grad_h, grad_c_last, c0, x_skip, has_skip, c, z, f, o, mask, has_mask,
-                          grad_U3, grad_x_skip, partial, grad_c0):
-    B = c0.shape[0]
-    H = c0.shape[1]
-    T = c.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = c0.dtype.type(1.0)
-    zero = one - one
-    carry = grad_c_last[b, j]
-    sums = (zero, zero, zero)
-    t = T - 1
-    while t - 3 >= 0:
-        L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
-        L1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 1, b, j, one)
-        L2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 2, b, j, one)
-        L3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 3, b, j, one)
-        carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-        carry, sums = _qrnn_bemit(L1, t - 1, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-        carry, sums = _qrnn_bemit(L2, t - 2, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-        carry, sums = _qrnn_bemit(L3, t - 3, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-        t -= 4
-    while t >= 0:
-        L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
-        carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-        t -= 1
-    grad_c0[b, j] = carry
-    partial[b, j] = sums[0]
-    partial[b, H + j] = sums[1]
-    partial[b, 2 * H + j] = sums[2]
+@functools.cache
+def backward_kernel(has_skip, has_mask):
+    """The backward with or without highway and mask, compiled as constants."""
+
+    @cuda.jit(cache=True)
+    def _qrnn_backward_kernel(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask, grad_U3, grad_x_skip, partial,
+                              grad_c0):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = c.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        zero = one - one
+        carry = grad_c_last[b, j]
+        sums = (zero, zero, zero)
+        t = T - 1
+        while t - 3 >= 0:
+            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+            L1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 1, b, j, one)
+            L2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 2, b, j, one)
+            L3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 3, b, j, one)
+            carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L1, t - 1, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L2, t - 2, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L3, t - 3, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            t -= 4
+        while t >= 0:
+            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+            carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            t -= 1
+        grad_c0[b, j] = carry
+        partial[b, j] = sums[0]
+        partial[b, H + j] = sums[1]
+        partial[b, 2 * H + j] = sums[2]
+
+    return _qrnn_backward_kernel
 
 
 @register_kernel("qrnn_forward", "cuda")
@@ -148,8 +161,8 @@ def qrnn_forward(U, b, c0, x_skip, mask):
     T, (B, H) = U.shape[0], c0.shape
     h, c, z, f, o = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(5))
     grid, block = column_grid(B * H)
-    launch(_qrnn_forward_kernel, grid, block, U, b, c0, x_skip if x_skip is not None else h, x_skip is not None,
-           mask if mask is not None else c0, mask is not None, h, c, z, f, o)
+    launch(forward_kernel(x_skip is not None, mask is not None), grid, block, U, b, c0,
+           x_skip if x_skip is not None else h, mask if mask is not None else c0, h, c, z, f, o)
     return h, c, z, f, o
 
 
@@ -168,8 +181,7 @@ def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
     partial = xp.empty((B, 3 * H), dtype=dtype)
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
-    launch(_qrnn_backward_kernel, grid, block, grad_h, grad_c_last, c0,
-           x_skip if x_skip is not None else c, x_skip is not None, c, z, f, o,
-           mask if mask is not None else c0, mask is not None,
+    launch(backward_kernel(x_skip is not None, mask is not None), grid, block, grad_h, grad_c_last, c0,
+           x_skip if x_skip is not None else c, c, z, f, o, mask if mask is not None else c0,
            grad_U3, grad_x_skip if grad_x_skip is not None else c, partial, grad_c0)
     return grad_U3, partial.sum(axis=0), grad_x_skip, grad_c0

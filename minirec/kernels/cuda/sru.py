@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from numba import cuda
 
 from minirec import backend
@@ -36,37 +38,43 @@ def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, h, c, f, r):
     return c_t
 
 
-@cuda.jit(cache=True)
-def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, has_mask, drop, has_drop, alpha, h, c, f, r):
-    B = c0.shape[0]
-    H = c0.shape[1]
-    T = U.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = c0.dtype.type(1.0)
-    al = c0.dtype.type(alpha)
-    vf = v_f[j]
-    vr = v_r[j]
-    bf = b_f[j]
-    br = b_r[j]
-    d = drop[b, j] if has_drop else one
-    state = c0[b, j]
-    t = 0
-    while t + 4 <= T:
-        L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-        L1 = _sru_load(U, x_skip, mask, has_mask, t + 1, b, j, H, one)
-        L2 = _sru_load(U, x_skip, mask, has_mask, t + 2, b, j, H, one)
-        L3 = _sru_load(U, x_skip, mask, has_mask, t + 3, b, j, H, one)
-        state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-        state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-        state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-        state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-        t += 4
-    while t < T:
-        L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-        state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-        t += 1
+@functools.cache
+def forward_kernel(has_mask, has_drop):
+    """The SRU forward with or without mask and dropout mask, compiled as constants (no unused branch)."""
+
+    @cuda.jit(cache=True)
+    def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, h, c, f, r):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = U.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        al = c0.dtype.type(alpha)
+        vf = v_f[j]
+        vr = v_r[j]
+        bf = b_f[j]
+        br = b_r[j]
+        d = drop[b, j] if has_drop else one
+        state = c0[b, j]
+        t = 0
+        while t + 4 <= T:
+            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
+            L1 = _sru_load(U, x_skip, mask, has_mask, t + 1, b, j, H, one)
+            L2 = _sru_load(U, x_skip, mask, has_mask, t + 2, b, j, H, one)
+            L3 = _sru_load(U, x_skip, mask, has_mask, t + 3, b, j, H, one)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            t += 4
+        while t < T:
+            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            t += 1
+
+    return _sru_forward_kernel
 
 
 @cuda.jit(device=True)
@@ -97,43 +105,49 @@ def _sru_bemit(L, t, b, j, H, carry, sums, vf, vr, d, alpha, one, grad_U3, grad_
     return carry, (svf + g_f * c_prev, svr + g_r * c_prev, sbf + g_f, sbr + g_r)
 
 
-@cuda.jit(cache=True)
-def _sru_backward_kernel(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, has_mask, drop, has_drop,
-                         alpha, grad_U3, grad_x_skip, partial, grad_c0):
-    B = c0.shape[0]
-    H = c0.shape[1]
-    T = U.shape[0]
-    active, b, j = column_of(B, H)
-    if not active:
-        return
-    one = c0.dtype.type(1.0)
-    zero = one - one
-    al = c0.dtype.type(alpha)
-    vf = v_f[j]
-    vr = v_r[j]
-    d = drop[b, j] if has_drop else one
-    carry = grad_c_last[b, j]
-    sums = (zero, zero, zero, zero)
-    t = T - 1
-    while t - 3 >= 0:
-        L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
-        L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 1, b, j, one)
-        L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 2, b, j, one)
-        L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 3, b, j, one)
-        carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-        carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-        carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-        carry, sums = _sru_bemit(L3, t - 3, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-        t -= 4
-    while t >= 0:
-        L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
-        carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-        t -= 1
-    grad_c0[b, j] = carry
-    partial[b, j] = sums[0]
-    partial[b, H + j] = sums[1]
-    partial[b, 2 * H + j] = sums[2]
-    partial[b, 3 * H + j] = sums[3]
+@functools.cache
+def backward_kernel(has_mask, has_drop):
+    """The SRU backward with or without mask and dropout mask, compiled as constants."""
+
+    @cuda.jit(cache=True)
+    def _sru_backward_kernel(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, drop, alpha, grad_U3,
+                             grad_x_skip, partial, grad_c0):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = U.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        zero = one - one
+        al = c0.dtype.type(alpha)
+        vf = v_f[j]
+        vr = v_r[j]
+        d = drop[b, j] if has_drop else one
+        carry = grad_c_last[b, j]
+        sums = (zero, zero, zero, zero)
+        t = T - 1
+        while t - 3 >= 0:
+            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+            L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 1, b, j, one)
+            L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 2, b, j, one)
+            L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 3, b, j, one)
+            carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            carry, sums = _sru_bemit(L3, t - 3, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            t -= 4
+        while t >= 0:
+            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+            carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            t -= 1
+        grad_c0[b, j] = carry
+        partial[b, j] = sums[0]
+        partial[b, H + j] = sums[1]
+        partial[b, 2 * H + j] = sums[2]
+        partial[b, 3 * H + j] = sums[3]
+
+    return _sru_backward_kernel
 
 
 @register_kernel("sru_forward", "cuda")
@@ -146,9 +160,8 @@ def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     T, (B, H) = U.shape[0], c0.shape
     h, c, f, r = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(4))
     grid, block = column_grid(B * H)
-    launch(_sru_forward_kernel, grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
-           mask if mask is not None else c0, mask is not None, drop if drop is not None else c0, drop is not None,
-           float(alpha), h, c, f, r)
+    launch(forward_kernel(mask is not None, drop is not None), grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
+           mask if mask is not None else c0, drop if drop is not None else c0, float(alpha), h, c, f, r)
     return h, c, f, r
 
 
@@ -168,8 +181,8 @@ def sru_backward(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, dr
     partial = xp.empty((B, 4 * H), dtype=dtype)  # per-sequence sums over time of g_f c', g_r c', g_f, g_r
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
-    launch(_sru_backward_kernel, grid, block, grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r,
-           mask if mask is not None else c0, mask is not None, drop if drop is not None else c0, drop is not None,
-           float(alpha), grad_U3, grad_x_skip, partial, grad_c0)
+    launch(backward_kernel(mask is not None, drop is not None), grid, block, grad_h, grad_c_last, U, x_skip, v_f,
+           v_r, c0, c, f, r, mask if mask is not None else c0, drop if drop is not None else c0, float(alpha),
+           grad_U3, grad_x_skip, partial, grad_c0)
     sums = partial.sum(axis=0)
     return grad_U3, grad_x_skip, sums[:H], sums[H:2 * H], sums[2 * H:3 * H], sums[3 * H:], grad_c0
