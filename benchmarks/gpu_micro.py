@@ -6,7 +6,10 @@ Rows (each printed as soon as it is measured, so a run cut short keeps what it d
 
 * ``RawKernel no-op``: CuPy's cheapest launch, the floor for any kernel;
 * ``numba no-op``: a Numba kernel with one array argument through minirec's `launch` (what the
-  dispatcher and the argument conversion add to that floor);
+  dispatcher and the argument conversion add to that floor); ``numba 14-array no-op``: the same
+  with the 14 arrays of SRU's forward; each also ``converted once`` (the arguments converted
+  before the timing, as the matrix cells' per-step launches do): the difference is the
+  per-launch conversion that issue 17's item 2 would remove;
 * ``scan fwd``: the block linear scan (`minirec.kernels.cuda.scan.linear_scan_cuda`);
 * ``SRU fwd``, ``SRU bwd``: the fused SRU kernels (14 and 19 array arguments);
 * ``CuPy copy``: a device-to-device copy, for the memory bandwidth (GB/s in the note).
@@ -30,7 +33,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # minirec from 
 
 from gpu import Timer, format_table  # noqa: E402
 
-ROWS = ("RawKernel no-op", "numba no-op", "scan fwd", "SRU fwd", "SRU bwd", "CuPy copy")
+ROWS = ("RawKernel no-op", "numba no-op", "numba no-op, converted once", "numba 14-array no-op",
+        "numba 14-array no-op, converted once", "scan fwd", "SRU fwd", "SRU bwd", "CuPy copy")
 HEADERS = ["launch", "shape", "CPU µs/call", "GPU µs/call", "calls", "note"]
 
 
@@ -54,7 +58,7 @@ def cases(cp, shape):
     from numba import cuda
 
     from minirec.kernels import cuda as K
-    from minirec.kernels.cuda._common import launch
+    from minirec.kernels.cuda._common import configure, device_args, launch
     from minirec.kernels.cuda.scan import linear_scan_cuda
 
     T, B, H = shape
@@ -70,7 +74,14 @@ def cases(cp, shape):
     def numba_noop(x):
         pass
 
+    @cuda.jit
+    def numba_noop14(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13):
+        pass
+
     one = cp.zeros(1, cp.float32)
+    fourteen = [cp.zeros((T, B, H) if n % 2 else H, cp.float32) for n in range(14)]
+    noop, noop14 = configure(numba_noop, 1, 1), configure(numba_noop14, 1, 1)
+    one_converted, fourteen_converted = device_args(one), device_args(*fourteen)
     a, b = cp.abs(r(T, B, H)) / 2, r(T, B, H)
     sru_args = (r(T, B, 3 * H), r(T, B, H), r(H), r(H), r(H), r(H), r(B, H), None, None, 3 ** 0.5)
     h, c, f, rr = K.sru_forward(*sru_args)
@@ -80,6 +91,9 @@ def cases(cp, shape):
     dst = cp.empty_like(src)
     yield "RawKernel no-op", "1 thread", lambda: raw((1,), (1,), ()), None
     yield "numba no-op", "1 thread", lambda: launch(numba_noop, 1, 1, one), None
+    yield "numba no-op, converted once", "1 thread", lambda: noop(*one_converted), None
+    yield "numba 14-array no-op", "1 thread", lambda: launch(numba_noop14, 1, 1, *fourteen), None
+    yield "numba 14-array no-op, converted once", "1 thread", lambda: noop14(*fourteen_converted), None
     yield "scan fwd", text, lambda: linear_scan_cuda(a, b), None
     yield "SRU fwd", text, lambda: K.sru_forward(*sru_args), None
     yield "SRU bwd", text, lambda: K.sru_backward(*sru_back), None

@@ -121,3 +121,27 @@ def test_cpu_side_by_side_table_prints_each_layer_beside_its_peer():
         row = next(line for line in table.splitlines() if line.startswith(cell + " "))
         assert "3x2x8" in row and "BLAS floor" in row
     assert "Layers, forward" not in done.stdout  # --side-only: nothing else ran
+
+
+def test_gpu_micro_rows_run_in_the_simulator():
+    """Every row of benchmarks/gpu_micro.py called once in the CUDA simulator, NumPy standing in for
+    CuPy: the argument lists are right before a GPU minute is spent on them."""
+    script = (
+        "import sys, types, numpy as np\n"
+        f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); sys.path.insert(0, {str(ROOT)!r})\n"
+        "import gpu_micro\n"
+        "names = ('zeros', 'abs', 'empty_like', 'copyto', 'float32')\n"
+        "cp = types.SimpleNamespace(**{n: getattr(np, n) for n in names})\n"
+        "cp.random = np.random\n"
+        "cp.RawKernel = lambda source, name: (lambda grid, block, args: None)\n"
+        "names = []\n"
+        "for name, shape, fn, moved in gpu_micro.cases(cp, (5, 2, 3)):\n"
+        "    fn()\n"
+        "    names.append(name)\n"
+        "assert tuple(names) == gpu_micro.ROWS, names\n"
+        "print('rows ran:', len(names))\n")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rows ran: 9" in done.stdout
