@@ -394,6 +394,24 @@ if not INNER:
         ok, detail = preflight._check_nvvm()
         assert not ok and "libNVVM not found" in detail and "libnvvm.so" in detail
 
+    def test_preflight_nvrtc_check_across_numba_cuda_versions(monkeypatch):
+        from numba.cuda.cudadrv import nvrtc
+
+        from minirec.kernels import preflight
+
+        def missing():
+            raise OSError('Failure finding "libnvrtc.so.13 or libnvrtc.so.12"')
+
+        monkeypatch.setattr(nvrtc, "_get_nvrtc_version", missing, raising=False)
+        ok, detail = preflight._check_nvrtc()
+        assert not ok and "NVRTC not found" in detail and "libnvrtc.so.13" in detail
+        monkeypatch.setattr(nvrtc, "_get_nvrtc_version", lambda: (13, 1), raising=False)
+        assert preflight._check_nvrtc() == (True, "13.1")
+        monkeypatch.delattr(nvrtc, "_get_nvrtc_version")
+        monkeypatch.delattr(nvrtc, "NVRTC", raising=False)
+        ok, detail = preflight._check_nvrtc()  # a numba-cuda that cannot say: the launch check decides
+        assert ok and "not queried" in detail
+
     @pytest.mark.skipif(backend._cupy() is not None, reason="CuPy is installed here")
     def test_info_says_cupy_is_missing():
         from minirec import info

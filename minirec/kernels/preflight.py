@@ -129,7 +129,12 @@ def _check_nvrtc():
     try:
         from numba.cuda.cudadrv import nvrtc
 
-        version = nvrtc._get_nvrtc_version()  # loads libnvrtc
+        if hasattr(nvrtc, "_get_nvrtc_version"):  # numba-cuda 0.2x-0.30
+            version = nvrtc._get_nvrtc_version()  # loads libnvrtc
+        elif hasattr(nvrtc, "NVRTC"):  # older numba-cuda
+            version = nvrtc.NVRTC().get_version()
+        else:  # no way to ask this version: the launch check below compiles, which needs NVRTC
+            return True, "not queried (this numba-cuda has no version call); the launch check compiles"
     except Exception as error:
         return False, f"NVRTC not found ({_error(error)}): numba-cuda[cu12] or [cu13] installs it; {INSTALL}"
     return True, ".".join(map(str, version))
@@ -149,7 +154,8 @@ def _check_launch():
 
         x = cp.arange(64, dtype=cp.float32)
         out = cp.zeros_like(x)
-        stream = cuda.external_stream(cp.cuda.get_current_stream().ptr)
+        ptr = cp.cuda.get_current_stream().ptr
+        stream = cuda.external_stream(ptr) if ptr else 0  # 0: the legacy default stream, as CuPy's
         affine[1, 64, stream](cuda.as_cuda_array(x, sync=False), cuda.as_cuda_array(out, sync=False))
         result = cp.asnumpy(out)
     except Exception as error:
