@@ -35,7 +35,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # ---- launch plumbing -----------------------------------------------------------------------------
 def _performance_warning_classes():
-    """Numba's NumbaPerformanceWarning and numba-cuda's own class of that name (numba-cuda ≥ 0.19
+    """Numba's NumbaPerformanceWarning and numba-cuda's own class of that name (numba-cuda 0.30
     defines its own in numba.cuda.core.errors: a filter on numba's class alone misses it)."""
     from numba.core.errors import NumbaPerformanceWarning
 
