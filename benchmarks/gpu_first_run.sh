@@ -5,7 +5,7 @@
 #   here, once:  ../shared/tools/gpu-wheels.sh        # numpy 2.4 into .whl/ (2.5 breaks numba-cuda)
 #   there:       bash benchmarks/gpu_first_run.sh    (no network needed; carry .whl)
 #
-# Steps, each with its own timeout inside the total ($TOTAL_SECONDS, default 450):
+# Steps, each with its own timeout inside the total ($TOTAL_SECONDS, default 470):
 #   preflight  minirec info + the preflight (numpy, CuPy, driver, numba-cuda, NVVM, NVRTC, one tiny
 #              kernel launched); stops the run at once, exit 2, if it fails, saying what is missing
 #   micro      benchmarks/gpu_micro.py: CPU µs and GPU µs per launch (no-op RawKernel, numba no-op,
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-total=${TOTAL_SECONDS:-450}
+total=${TOTAL_SECONDS:-470}
 began=$SECONDS
 summary=()
 status=0
@@ -58,7 +58,7 @@ step() {
     return "$code"
 }
 
-if ! step preflight 120 python3 -c '
+if ! step preflight 90 python3 -c '
 import sys
 from minirec import info
 from minirec.kernels import preflight
@@ -70,8 +70,8 @@ sys.exit(0 if preflight.cuda_ready() else 1)'; then
 fi
 
 step micro 60 python3 benchmarks/gpu_micro.py
-step tests 180 python3 -m pytest -m cuda -q -p no:cacheprovider -x --durations=5
-step bench 120 python3 benchmarks/gpu.py --shapes 512x32x512 --cells sru,lrn,mingru,lstm,gru \
+step tests 200 python3 -m pytest -m cuda -q -p no:cacheprovider -x --durations=5
+step bench 150 python3 benchmarks/gpu.py --shapes 512x32x512 --cells sru,lrn,mingru,lstm,gru \
     --kernels sru,mingru:parallel,scan:blelloch --anchors torch-lstm,torch-gru --budget 0.2 --max-iters 50 \
     --json "$out/gpu.json"
 
