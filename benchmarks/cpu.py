@@ -9,7 +9,12 @@ For every shape (T, B, D), in float32:
   read at every kernel lookup), and the speed-up;
 * **kernels**: the recurrence kernels alone, forward and backward, reference vs cpu;
 * **torch** (when importable): ``nn.LSTM`` / ``nn.GRU`` of the same size, forward + backward,
-  ``torch.set_num_threads(--threads)``; the layer table compares each cell with nn.LSTM.
+  ``torch.set_num_threads(--threads)``; the layer table compares each cell with nn.LSTM;
+* **side by side** (the goals of issue 17), at (35,20,200) and (256,32,256): minirec's LSTM and
+  GRU layers against torch's ``nn.LSTM``/``nn.GRU`` (goal: LSTM ≥ 1.2× torch), and the
+  elementwise layers (SRU, LRN, minGRU, QRNN) against their BLAS floor, the three products of
+  their input projection in NumPy (x W, xᵀ ∂y, ∂y Wᵀ; goal ≤ 1.2× at (256,32,256), ≤ 1.4× at
+  (35,20,200)), each pair timed interleaved in this process so that both see the same load.
 
 Each time is the best of --repeats timed calls after a warm-up call (numba compiles on first
 use; the cache makes later runs start fast); the reference and cpu calls of one row are
@@ -18,6 +23,7 @@ interleaved, so that a passing load on the machine hits both alike. Tables are p
     python benchmarks/cpu.py             # (35,20,200), (64,32,128), (256,32,256)
     python benchmarks/cpu.py --quick     # the two small shapes, fewer repeats
     python benchmarks/cpu.py --cells sru,lrn,mingru --no-kernels
+    python benchmarks/cpu.py --side-only --repeats 15   # the side-by-side table alone
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ LAYERS = ("sru", "qrnn", "lrn", "glrn", "elrn", "olrn", "mingru", "minlstm", "fo
 KERNELS = ("sru", "qrnn", "lrn", "glrn", "elrn", "olrn", "mingru:parallel", "mingru:sequential", "minlstm:parallel",
            "linear_scan", "gru", "lstm", "mgu", "sgu", "atr")
 TARGET_SHAPE = (256, 32, 256)
+SIDE_SHAPES = ((35, 20, 200), (256, 32, 256))
+SIDE_TORCH = ("lstm", "gru")  # against torch's nn.LSTM / nn.GRU
+SIDE_FLOOR = ("sru", "lrn", "mingru", "qrnn")  # against their projection's products in NumPy
+FLOOR_GOAL = {(35, 20, 200): 1.4, (256, 32, 256): 1.2}
+LSTM_GOAL = 1.2
 
 
 def parse_args(argv=None):
@@ -53,7 +64,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 7, quick 3)")
     p.add_argument("--threads", type=int, default=2, help="threads for the cpu kernels and torch (default 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-side", action="store_true", help="skip the side-by-side table")
+    p.add_argument("--side-only", action="store_true", help="only the side-by-side table")
     args = p.parse_args(argv)
+    args.shapes_given = bool(args.shapes)
     if args.shapes:
         args.shapes = [tuple(int(n) for n in shape.lower().split("x")) for shape in args.shapes.split(",")]
     else:
@@ -192,6 +206,94 @@ def layer_rows(args, torch_ms):
     return rows
 
 
+# ---- side by side: torch, and the BLAS floor ------------------------------------------------------------------
+def _minirec_step(cell, shape, seed):
+    """(layer, fwd+bwd function) of one RecurrentLayer(cell, D, D) on random float32 data."""
+    import numpy as np
+
+    from minirec import backend
+    from minirec.autograd.function import Tensor
+    from minirec.cells.base import RecurrentLayer
+
+    T, B, D = shape
+    backend.manual_seed(seed)
+    layer = RecurrentLayer(cell, D, D)
+    rng = np.random.default_rng(seed)
+    x = Tensor(rng.standard_normal((T, B, D)).astype(np.float32), requires_grad=True)
+    grad = rng.standard_normal((T, B, layer.output_size)).astype(np.float32)
+
+    def step():
+        layer.zero_grad()
+        x.grad = None
+        y, _ = layer(x)
+        y.backward(grad)
+    return layer, step
+
+
+def blas_floor_step(layer, shape, seed):
+    """The products of ``layer``'s input projection alone, in NumPy: for each input weight W (D, n),
+    x W (forward), xᵀ ∂y (∂W) and ∂y Wᵀ (∂x) over all T·B rows. A layer whose recurrence is
+    elementwise cannot cost less than these (its recurrence adds a pass over (T, B, n) arrays)."""
+    import numpy as np
+
+    T, B, D = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T * B, D)).astype(np.float32)
+    weights = [np.asarray(p.data) for name, p in layer.named_parameters()
+               if p.ndim == 2 and p.shape[0] == D and "recurrent" not in name]
+    grads = [rng.standard_normal((T * B, w.shape[1])).astype(np.float32) for w in weights]
+
+    def step():
+        for w, g in zip(weights, grads):
+            np.matmul(x, w)
+            np.matmul(x.T, g)
+            np.matmul(g, w.T)
+    return step
+
+
+def side_rows(args):
+    """[what, shape, minirec ms, peer ms, peer, ratio, goal] for the side-by-side table."""
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            torch = None
+    shapes = args.shapes if args.shapes_given else SIDE_SHAPES
+    rows = []
+    for shape in shapes:
+        T, B, D = shape
+        for cell in SIDE_TORCH:
+            if torch is None:
+                continue
+            _, mine = _minirec_step(cell, shape, args.seed)
+            torch.manual_seed(args.seed)
+            module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](D, D)
+            x, grad = torch.randn(T, B, D, requires_grad=True), torch.randn(T, B, D)
+
+            def peer(module=module, x=x, grad=grad):
+                module.zero_grad()
+                x.grad = None
+                y, _ = module(x)
+                y.backward(grad)
+
+            ms, peer_ms = best_ms_each([mine, peer], args.repeats)
+            goal = f">= {LSTM_GOAL}" if cell == "lstm" else ""
+            rows.append([cell, shape_name(shape), ms, peer_ms, f"torch nn.{cell.upper()}", peer_ms / ms, goal])
+            print(f"  side {cell:7s} {shape_name(shape):12s} minirec {ms:8.2f} ms  torch {peer_ms:8.2f} ms", flush=True)
+        for cell in SIDE_FLOOR:
+            layer, mine = _minirec_step(cell, shape, args.seed)
+            ms, floor_ms = best_ms_each([mine, blas_floor_step(layer, shape, args.seed)], args.repeats)
+            goal = FLOOR_GOAL.get(shape)
+            rows.append([cell, shape_name(shape), ms, floor_ms, "BLAS floor", ms / floor_ms,
+                         f"<= {goal}" if goal else ""])
+            print(f"  side {cell:7s} {shape_name(shape):12s} minirec {ms:8.2f} ms  floor {floor_ms:8.2f} ms",
+                  flush=True)
+    return rows
+
+
 # ---- kernels alone ------------------------------------------------------------------------------------------
 def kernel_case(spec, T, B, H, seed):
     """(name, forward args, forward kwargs, backward args from the forward's outputs) on random inputs."""
@@ -284,6 +386,9 @@ def main(argv=None):
     backend.set_default_dtype("float32")
     _common.set_num_threads(args.threads)
     print(f"machine: {machine()}", flush=True)
+    side = [] if args.no_side else side_rows(args)
+    if args.side_only:
+        args.no_layers = args.no_kernels = args.no_torch = True
     torch_ms, torch_note = torch_times(args)
     layers = [] if args.no_layers else layer_rows(args, torch_ms)
     kernels = [] if args.no_kernels else kernel_rows(args)
@@ -301,6 +406,11 @@ def main(argv=None):
         print(table("Recurrence kernels alone (the matrix cells' include their per-step h @ U products)",
                     ["kernel", "T x B x H", "ref fwd ms", "cpu fwd ms", "fwd x", "ref bwd ms", "cpu bwd ms", "bwd x"],
                     kernels))
+    if side:
+        print()
+        print(table("Side by side, forward + backward of one layer, each pair interleaved (ratio: torch / minirec, "
+                    "or minirec / its BLAS floor)",
+                    ["layer", "T x B x D", "minirec ms", "peer ms", "peer", "ratio", "goal"], side))
     if torch_ms:
         print()
         print(table("torch anchors, forward + backward", ["module", "T x B x D", "ms"],

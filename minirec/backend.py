@@ -101,15 +101,13 @@ def get_xp(*arrays):
 
 @functools.cache
 def cuda_available() -> bool:
-    """True when CuPy imports and sees at least one working GPU. Never raises."""
-    cp = _cupy()
-    if cp is None:
-        return False
+    """True when the CUDA kernels can run: numpy < 2.5, CuPy, a GPU and driver, numba-cuda, NVVM and
+    NVRTC, and one tiny kernel compiled and launched (`minirec.kernels.preflight`; computed once per
+    process; `minirec info` says which check failed). Never raises."""
     try:
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            return False
-        cp.zeros(1).sum().item()  # a real round-trip: a broken driver fails here
-        return True
+        from minirec.kernels.preflight import cuda_ready
+
+        return cuda_ready()
     except Exception:
         return False
 

@@ -27,6 +27,13 @@ def _kernel_mode() -> str:
         return f"invalid ({error})"
 
 
+def _cuda_checks() -> list[str]:
+    """What the GPU preflight found, one line per check, stopping at the first failure."""
+    from minirec.kernels.preflight import cuda_checks
+
+    return [f"{'ok' if check.ok else 'FAIL'} {check.name}: {check.detail}" for check in cuda_checks()]
+
+
 def collect() -> dict:
     """What a bug report or a results file should say about the machine."""
     import minirec
@@ -45,6 +52,7 @@ def collect() -> dict:
         "numba": _version("numba"),
         "cupy": _version("cupy") if backend._cupy() is not None else "not installed",
         "cuda_usable": backend.cuda_available(),
+        "cuda_checks": _cuda_checks(),
         "kernel_mode": _kernel_mode(),
         "cells": cells.cell_names(),
         "kernels": kernels.kernel_names(),
@@ -65,6 +73,8 @@ def run(args) -> int:
     for key, value in facts.items():
         if key == "kernels":
             value = ", ".join(f"{name} ({'/'.join(kinds)})" for name, kinds in value.items()) or "none"
+        elif key == "cuda_checks":
+            value = ("\n" + " " * 13).join(value)
         elif isinstance(value, list):
             value = " ".join(value)
         print(f"{key:<12} {value}")

@@ -1,4 +1,4 @@
-"""The Numba-CUDA kernels (minirec/kernels/cuda.py, gpu_scan.py) held to the reference loops.
+"""The Numba-CUDA kernels (minirec/kernels/cuda/) held to the reference loops.
 
 Three layers:
 
@@ -236,6 +236,19 @@ def _check_case(case, T, B, H, dtype, masked, seed=0, device=None):
     _compare(backward["cuda"](*[move(a) for a in bargs]), expected_grads, dtype, f"{case} backward", to_numpy, long)
 
 
+def as_column_view(xp):
+    """A mover that puts an array inside a wider parent and returns the view (a gap before and after
+    along the last axis): the non-contiguous, offset views the cells pass (u[..., :H] of a
+    projection), which contiguous copies would never exercise."""
+    def move(a):
+        if a.ndim == 0:
+            return xp.asarray(a)
+        parent = xp.zeros(a.shape[:-1] + (a.shape[-1] + 3,), dtype=a.dtype)
+        parent[..., 1:1 + a.shape[-1]] = xp.asarray(a)
+        return parent[..., 1:1 + a.shape[-1]]
+    return move
+
+
 # ---- the plain process: import, registration, the simulator subprocess ------------------------------
 if not INNER:
 
@@ -276,6 +289,136 @@ if not INNER:
         assert " passed" in proc.stdout, report
         print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
 
+    def test_no_block_exceeds_what_a_gpu_can_launch():
+        """A block of more than 256 threads at 40-100 registers each exceeds an SM's register file:
+        it launches in the simulator and fails on a GPU, so no plan may produce one."""
+        from minirec.kernels.cuda import _common, matrix, scan
+
+        limit = _common.MAX_BLOCK_THREADS
+        assert limit * 255 <= 65536  # launchable at any register count
+        with pytest.raises(ValueError, match="would not launch"):
+            scan.plan(100, 10, lanes=2 * limit)
+        for T in (1, 9, 100, 5000):
+            for columns in (1, 7, 300, 10 ** 6):
+                for lanes in (None, 1, 2, limit):
+                    _, (channels, lanes_used), _ = scan.plan(T, columns, lanes)
+                    assert channels * lanes_used <= limit
+            assert _common.column_grid(T * 1000)[1] <= limit
+        assert matrix._row_threads(10 ** 6) <= limit
+
+    def test_grid_size_warnings_of_both_numba_cuda_classes_are_silenced():
+        import importlib.util
+        import warnings
+
+        from minirec.kernels.cuda import _common
+
+        classes = _common._performance_warning_classes()
+        if importlib.util.find_spec("numba_cuda") is not None:
+            assert len(classes) == 2, "numba-cuda's own NumbaPerformanceWarning is not filtered"
+        for category in classes:
+            with warnings.catch_warnings(record=True) as caught:  # (pytest restores the filters after each test)
+                _common.silence_grid_size_warnings()
+                warnings.warn("Grid size 1 will likely result in GPU under-utilization", category, stacklevel=1)
+                warnings.warn("something else", category, stacklevel=1)
+            assert [str(w.message) for w in caught] == ["something else"], category
+
+    # ---- the preflight: what `minirec info` and cuda_available() report ----------------------------
+    def _fake(ok, detail):
+        return lambda: (ok, detail)
+
+    def test_preflight_stops_at_the_first_failure_and_names_it(monkeypatch):
+        from minirec.kernels import preflight
+
+        ran = []
+
+        def later():
+            ran.append("later")
+            return True, "never reached"
+
+        monkeypatch.setattr(preflight, "CHECKS", (("numpy", _fake(True, "2.4")), ("NVRTC", _fake(False, "no nvrtc")),
+                                                  ("launch", later)))
+        checks = preflight.cuda_checks(refresh=True)
+        try:
+            assert [c.name for c in checks] == ["numpy", "NVRTC"] and not ran
+            assert not preflight.cuda_ready() and not backend.cuda_available()
+            assert "FAIL NVRTC: no nvrtc" in preflight.describe()
+        finally:
+            preflight.cuda_checks(refresh=True)  # forget the faked result
+
+    def test_preflight_passes_only_when_every_check_does_and_never_raises(monkeypatch):
+        from minirec.kernels import preflight
+
+        def broken():
+            raise OSError("libcuda.so: cannot open shared object file")
+
+        try:
+            monkeypatch.setattr(preflight, "CHECKS", tuple((n, _fake(True, "fine")) for n, _ in preflight.CHECKS))
+            assert preflight.cuda_checks(refresh=True) and preflight.cuda_ready()
+            monkeypatch.setattr(preflight, "CHECKS", (("driver", broken), ("launch", _fake(True, ""))))
+            (check,) = preflight.cuda_checks(refresh=True)
+            assert not check.ok and "OSError: libcuda.so" in check.detail
+            assert not preflight.cuda_ready()
+        finally:
+            monkeypatch.undo()
+            preflight.cuda_checks(refresh=True)
+
+    def test_preflight_names_numpy_25_numba_cuda_and_nvvm(monkeypatch):
+        import importlib.metadata
+
+        from minirec.kernels import preflight
+
+        monkeypatch.setattr(np, "__version__", "2.5.0")
+        ok, detail = preflight._check_numpy()
+        assert not ok and "numpy < 2.5" in detail
+        monkeypatch.setattr(np, "__version__", "2.4.6")
+        assert preflight._check_numpy() == (True, "2.4.6")
+
+        def version(name, found=None):
+            if found is None:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return found
+
+        monkeypatch.setattr(importlib.metadata, "version", version)
+        ok, detail = preflight._check_numba_cuda()
+        assert not ok and "numba-cuda is not installed" in detail and "cuda13" in detail
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.4.0")
+        ok, detail = preflight._check_numba_cuda()
+        assert not ok and "too old" in detail
+
+        from numba.cuda.cudadrv import nvvm
+
+        def missing():
+            raise OSError("libnvvm.so not found")
+
+        monkeypatch.setattr(nvvm, "NVVM", missing)
+        ok, detail = preflight._check_nvvm()
+        assert not ok and "libNVVM not found" in detail and "libnvvm.so" in detail
+
+    def test_preflight_nvrtc_check_across_numba_cuda_versions(monkeypatch):
+        from numba.cuda.cudadrv import nvrtc
+
+        from minirec.kernels import preflight
+
+        def missing():
+            raise OSError('Failure finding "libnvrtc.so.13 or libnvrtc.so.12"')
+
+        monkeypatch.setattr(nvrtc, "_get_nvrtc_version", missing, raising=False)
+        ok, detail = preflight._check_nvrtc()
+        assert not ok and "NVRTC not found" in detail and "libnvrtc.so.13" in detail
+        monkeypatch.setattr(nvrtc, "_get_nvrtc_version", lambda: (13, 1), raising=False)
+        assert preflight._check_nvrtc() == (True, "13.1")
+        monkeypatch.delattr(nvrtc, "_get_nvrtc_version")
+        monkeypatch.delattr(nvrtc, "NVRTC", raising=False)
+        ok, detail = preflight._check_nvrtc()  # a numba-cuda that cannot say: the launch check decides
+        assert ok and "not queried" in detail
+
+    @pytest.mark.skipif(backend._cupy() is not None, reason="CuPy is installed here")
+    def test_info_says_cupy_is_missing():
+        from minirec import info
+
+        lines = info.collect()["cuda_checks"]
+        assert lines[-1].startswith("FAIL cupy: CuPy is not installed") and "'.[cuda12]'" in lines[-1]
+
     # ---- compiled for a real GPU (sm_90 PTX), without one ------------------------------------------
     # The simulator runs the kernels as Python, so it cannot see what Numba's CUDA compiler would
     # reject (an unsupported builtin, a float64 constant leaking into float32 code, a per-thread
@@ -303,6 +446,12 @@ if not INNER:
             nvvm.NVVM()
         except Exception as error:  # no CUDA toolkit, or a numba-cuda without these internals
             pytest.skip(f"libNVVM unavailable: {type(error).__name__}: {error}")
+        try:  # numba-cuda also needs NVRTC to compile (numba's built-in numba.cuda does not)
+            import numba
+
+            numba_cuda.compile_ptx(lambda x: None, (numba.float32[:],), cc=(9, 0))
+        except Exception as error:
+            pytest.skip(f"cannot compile for sm_90 here (NVRTC?): {type(error).__name__}: {error}")
         from minirec.kernels import cuda
 
         class _Device:  # the device functions compile for the "current device": say it is an H100
@@ -317,7 +466,8 @@ if not INNER:
                 import numba
 
                 signature = tuple(numba.typeof(a) for a in args)
-                key = (kernel.py_func.__name__, signature)
+                constants = tuple(cell.cell_contents for cell in kernel.py_func.__closure__ or ())  # a variant's flags
+                key = (kernel.py_func.__name__, constants, signature)
                 if key not in compiled:
                     ptx, _ = numba_cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
                     single = any(getattr(a, "dtype", None) == np.float32 for a in args)
@@ -325,7 +475,7 @@ if not INNER:
                     compiled[key] = (single, body)
             return compile_for
 
-        for module in (cuda, gpu_scan):
+        for module in (cuda._common, cuda.matrix):  # every module that configures a launch
             monkeypatch.setattr(module, "configure", configure)
             monkeypatch.setattr(module, "device_args", lambda *args: args)
         return compiled
@@ -348,11 +498,31 @@ if not INNER:
                     forward["cuda"](*args)
                     backward["cuda"](*make_backward_args(forward["reference"](*args)))
         assert ptx_compiler, "no kernel was launched"
-        for (name, signature), (single, body) in ptx_compiler.items():
+        for (name, _, signature), (single, body) in ptx_compiler.items():
             assert "__local_depot" not in body, f"{name} {signature} uses local memory"
             if single:
                 # one float64 kernel argument (SRU's alpha) may be converted once; no more
                 assert body.count(".f64") <= 4, f"{name} {signature} does float64 arithmetic"
+
+    def test_scan_variants_compile_out_the_branches_they_cannot_take(ptx_compiler):
+        """The flags are compile-time constants: the plain scan without mask has none of minLSTM's
+        exp/log (σ, softplus) in its machine code, and is a fraction of its size."""
+        import numba
+        from numba import cuda as numba_cuda
+
+        from minirec.kernels.cuda import scan
+
+        f3, f2 = numba.float32[:, :, :], numba.float32[:, :]
+        signature = (f3, f3, f3, f2, f2, numba.int64, f3, f3)
+
+        def ptx(*flags):
+            text, _ = numba_cuda.compile_ptx(scan.forward_kernel(*flags).py_func, signature, cc=(9, 0))
+            return text.split(".entry", 1)[1]
+
+        plain = ptx(scan.PLAIN, False, False, False, False)
+        minlstm = ptx(scan.MINLSTM, True, True, True, True)
+        assert "ex2.approx" not in plain and "ex2.approx" in minlstm
+        assert plain.count("\n") < minlstm.count("\n") / 2
 
     # ---- real CUDA, CuPy arrays, realistic sizes -------------------------------------------------
     gpu = pytest.mark.skipif(not backend.cuda_available(), reason="no usable GPU (CuPy + CUDA)")
@@ -394,6 +564,14 @@ if not INNER:
 
     @pytest.mark.cuda
     @gpu
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_cuda_kernel_reads_column_views(case):
+        """Inputs as the cells pass them: strided, offset views of wider arrays."""
+        cp = backend._cupy()
+        _check_case(case, 37, 6, 70, np.float64, True, device=as_column_view(cp))
+
+    @pytest.mark.cuda
+    @gpu
     def test_get_kernel_picks_cuda_for_cupy_arrays():
         from minirec.kernels import cuda, get_kernel
 
@@ -411,13 +589,13 @@ if INNER:
     def _small_launches(monkeypatch):
         """Shrink the launch shapes: several blocks, idle threads and several time lanes even at
         B·H = 6 (the simulator runs every thread as a Python thread)."""
-        from minirec.kernels import cuda, gpu_scan
+        from minirec.kernels.cuda import _common, matrix, scan
 
-        assert gpu_scan.SIMULATOR, "the inner run must have NUMBA_ENABLE_CUDASIM=1"
-        monkeypatch.setattr(cuda, "COLUMN_THREADS", 4)
-        monkeypatch.setattr(cuda, "ROW_THREADS", 2)
-        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 2)
-        monkeypatch.setattr(gpu_scan, "BLOCK_THREADS", 16)
+        assert _common.SIMULATOR, "the inner run must have NUMBA_ENABLE_CUDASIM=1"
+        monkeypatch.setattr(_common, "COLUMN_THREADS", 4)
+        monkeypatch.setattr(matrix, "ROW_THREADS", 2)
+        monkeypatch.setattr(scan, "STEPS_PER_LANE", 2)
+        monkeypatch.setattr(scan, "BLOCK_THREADS", 16)
 
     _params = [(s, np.float64) for s in SHAPES_F64] + [(s, np.float32) for s in SHAPES_F32]
 
@@ -452,10 +630,10 @@ if INNER:
     @pytest.mark.parametrize("case", ["mingru-parallel-g", "minlstm-parallel", "mingru-log"])
     def test_sim_parallel_modes_with_long_segments(case, masked, monkeypatch):
         """T = 9 in 2 lanes of 5 and 4 steps: the unrolled loops of both passes of both directions."""
-        from minirec.kernels import gpu_scan
+        from minirec.kernels.cuda import scan
 
-        monkeypatch.setattr(gpu_scan, "STEPS_PER_LANE", 5)
-        assert gpu_scan.plan(9, 6, None)[2] == 2
+        monkeypatch.setattr(scan, "STEPS_PER_LANE", 5)
+        assert scan.plan(9, 6, None)[2] == 2
         _check_case(case, 9, 2, 3, np.float64, masked)
 
     def test_sim_linear_scan_float32_and_registered_names():
@@ -470,6 +648,10 @@ if INNER:
         _compare(_KERNELS["linear_scan_backward"]["cuda"](a, ref, h0, b),
                  scan.linear_scan_backward(a, ref, h0, b), np.float32, "scan backward f32")
         assert gpu_scan.plan(7, 6, None)[2] == 4  # ceil(7 / 2) steps → 4 lanes
+
+    @pytest.mark.parametrize("case", list(CASES))
+    def test_sim_kernel_reads_column_views(case):
+        _check_case(case, 5, 2, 3, np.float64, True, device=as_column_view(np))
 
     def test_sim_reversed_mask_view_is_handled():
         """The backward direction of a bidirectional layer passes mask[::-1] (negative strides)."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from minirec import backend
 from minirec.autograd.function import Function, Tensor, is_number
+from minirec.numerics import stable_sigmoid, stable_softplus  # noqa: F401 - also re-exported
 
 __all__ = [
     "ShapeError",
@@ -235,15 +236,8 @@ class Tanh(Function):
         return (grad * (1 - out * out),)
 
 
-def stable_sigmoid(xp, a):
-    """σ(a) without overflow: exp is only taken of -|a|."""
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def stable_softplus(xp, a):
-    """log(1 + e^a) = max(a, 0) + log1p(e^-|a|), exact for large |a|."""
-    return xp.maximum(a, 0) + xp.log1p(xp.exp(-xp.abs(a)))
+# stable_sigmoid, stable_softplus: raw-array math in minirec.numerics (below the engine and the
+# kernels), imported here for the ops below and for code that imports them from this module.
 
 
 class Sigmoid(Function):
@@ -534,12 +528,17 @@ class CrossEntropy(Function):
         if ignore_index is not None:
             keep = keep & (targets != ignore_index)
         safe_targets = xp.where(keep, targets, 0)
-        if safe_targets.size and (int(safe_targets.min()) < 0 or int(safe_targets.max()) >= logits.shape[-1]):
+        low, high, kept = 0, 0, 0
+        if safe_targets.size:  # the range check and the count in one host transfer (GPU: one sync, not three)
+            bounds = xp.stack([safe_targets.min().astype("int64"), safe_targets.max().astype("int64"),
+                               keep.sum().astype("int64")])
+            low, high, kept = (int(v) for v in bounds.tolist())
+        if low < 0 or high >= logits.shape[-1]:
             raise IndexError(f"cross_entropy: a target is outside [0, {logits.shape[-1]})")
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
         picked = xp.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
-        count = builtins.max(int(keep.sum()), 1)
+        count = builtins.max(kept, 1)
         ctx.save_for_backward(log_probs, safe_targets, keep)
         ctx.count = count
         return -(picked * keep).sum() / logits.dtype.type(count)

@@ -134,6 +134,16 @@ def _as_tuple(state):
     return state if isinstance(state, tuple) else (state,)
 
 
+def _raise_first_failed(xp, checks):
+    """Raise the error of the first check whose device boolean is False; all of them are fetched
+    in one transfer (on a GPU, one synchronisation instead of one per check)."""
+    if checks:
+        passed = xp.stack([flag for flag, _ in checks]).tolist()
+        for ok, (_, error) in zip(passed, checks):
+            if not ok:
+                raise error
+
+
 class Cell(Module):
     """One direction of a recurrent layer. Subclasses set ``state_shapes`` via `init_state`."""
 
@@ -181,8 +191,9 @@ class Cell(Module):
         for weight in self.parameters():  # every cell, here once, not in each cell's run
             check_weight_dtype(self, x, weight)
         xp = backend.get_xp(x.data)
-        if x.size and not bool(xp.isfinite(x.data).all()):
-            raise NonFiniteError(f"{self.name}: x contains NaN or inf")
+        value_checks = []  # (device boolean, its error): fetched together at the end, one host sync per call
+        if x.size:
+            value_checks.append((xp.isfinite(x.data).all(), NonFiniteError(f"{self.name}: x contains NaN or inf")))
         if mask is not None:
             m = mask.data if isinstance(mask, Tensor) else mask
             if not hasattr(m, "shape"):
@@ -191,12 +202,14 @@ class Cell(Module):
                 raise ValueError(f"{self.name}: mask must have shape (T, B) = {(T, B)}, got {tuple(m.shape)}")
             if m.dtype.kind not in "bui" and m.dtype.kind != "f":
                 raise TypeError(f"{self.name}: mask must be boolean or 0/1 numbers, got dtype {m.dtype}")
-            if m.dtype.kind != "b" and m.size and not bool(((m == 0) | (m == 1)).all()):
-                raise ValueError(f"{self.name}: mask must contain only 0 and 1")
+            if m.dtype.kind != "b" and m.size:
+                only_01 = ((m == 0) | (m == 1)).all()
+                value_checks.append((only_01, ValueError(f"{self.name}: mask must contain only 0 and 1")))
             backend.get_xp(x.data, m)
             mask = m
         state = self.init_state(B, xp, x.dtype)
         if h0 is None:
+            _raise_first_failed(xp, value_checks)
             return x, state, mask
         if isinstance(state, tuple):
             if isinstance(h0, list):
@@ -213,8 +226,9 @@ class Cell(Module):
             if g.dtype != x.dtype:
                 raise TypeError(f"{self.name}: h0 has dtype {g.dtype} but x has {x.dtype}")
             backend.get_xp(x.data, g.data)
-            if g.size and not bool(xp.isfinite(g.data).all()):
-                raise NonFiniteError(f"{self.name}: h0 contains NaN or inf")
+            if g.size:
+                value_checks.append((xp.isfinite(g.data).all(), NonFiniteError(f"{self.name}: h0 contains NaN or inf")))
+        _raise_first_failed(xp, value_checks)
         return x, h0, mask
 
     def __call__(self, x, h0=None, mask=None):

@@ -18,8 +18,8 @@ The loop only carries d and stores ∂q_t; ∂U is then one (H, T·B) @ (T·B, H
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["atr_forward", "atr_backward"]
 

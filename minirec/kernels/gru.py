@@ -14,8 +14,8 @@ same names and signatures.
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["gru_forward", "gru_backward", "gru_reset_after_forward", "gru_reset_after_backward"]
 

@@ -32,8 +32,8 @@ A padded step has e_t = 0: d passes through unchanged and no projection gradient
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = [
     "VARIANTS", "ACTIVATIONS", "BLOCKS",

@@ -14,8 +14,8 @@ same names and signatures.
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["mgu_forward", "mgu_backward"]
 

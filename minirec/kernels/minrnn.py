@@ -50,8 +50,8 @@ In log mode ``g_activation`` is ignored (g always applies) and h0 must be > 0 (t
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid, stable_softplus
 from minirec.kernels import register_kernel, scan
+from minirec.numerics import stable_sigmoid, stable_softplus
 
 __all__ = [
     "MODES", "g", "log_g", "g_prime",

@@ -17,8 +17,8 @@ Inputs (raw arrays of one backend, one float dtype; T steps, B sequences, H unit
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["qrnn_forward", "qrnn_backward"]
 

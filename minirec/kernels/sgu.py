@@ -17,8 +17,8 @@ kernels register beside them under the same names and signatures.
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["sgu_forward", "sgu_backward"]
 

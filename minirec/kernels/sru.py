@@ -22,8 +22,8 @@ scan δ_{t−1} ← J_t·δ_t + (terms known before the loop), J_t = ∂c_t/∂c
 from __future__ import annotations
 
 from minirec import backend
-from minirec.autograd.ops import stable_sigmoid
 from minirec.kernels import register_kernel
+from minirec.numerics import stable_sigmoid
 
 __all__ = ["sru_forward", "sru_backward"]
 

@@ -297,8 +297,7 @@ def _make_optimizer(config, params):
 
 
 def _grad_norm(params) -> float:
-    grads = [p.grad for p in params if p.grad is not None]
-    return math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    return clip_grad_norm(params, math.inf)  # the norm alone (never clips): one host read for all gradients
 
 
 def _log(config, message):
@@ -605,11 +604,12 @@ class _Run:
                         raise
                     raise _Diverged(f"non-finite values in the forward pass at epoch {epoch}, batch {index} "
                                     f"({error})") from error
+                self.optimizer.zero_grad()
+                (loss * float(stats.get("grad_scale", 1))).backward()
+                # read the loss once the backward is queued: on a GPU the wait overlaps its work
                 loss_value = float(loss.item())
                 if not math.isfinite(loss_value):
                     raise _Diverged(f"non-finite loss ({loss_value}) at epoch {epoch}, batch {index}")
-                self.optimizer.zero_grad()
-                (loss * float(stats.get("grad_scale", 1))).backward()
                 norm = clip_grad_norm(self.params, clip) if clip else _grad_norm(self.params)
                 if not math.isfinite(norm):
                     raise _Diverged(f"non-finite gradient norm ({norm}) at epoch {epoch}, batch {index}")

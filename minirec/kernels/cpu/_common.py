@@ -142,7 +142,7 @@ def _exp(x):
 
 @serial_jit
 def sigmoid(a):
-    """σ(a) without overflow, as `minirec.autograd.ops.stable_sigmoid`: exp only of −|a|."""
+    """σ(a) without overflow, as `minirec.numerics.stable_sigmoid`: exp only of −|a|."""
     one = typed(1, a)
     e = exp(-abs(a))
     return (one if a >= 0 else e) / (one + e)  # one division: the select goes on the numerator

@@ -1,0 +1,187 @@
+"""QRNN fo-pooling (Bradbury et al. 2017) on the GPU: one thread per column (the reference loop:
+minirec/kernels/qrnn.py; the CPU kernel: minirec/kernels/cpu/qrnn.py)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from numba import cuda
+
+from minirec import backend
+from minirec.kernels import qrnn as _ref
+from minirec.kernels import register_kernel
+from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+
+
+# =================================================================================================
+# QRNN fo-pooling (Bradbury et al. 2017): c_t = f_t c_{t−1} + (1 − f_t) z_t, h_t = o_t c_t
+# (+ (1 − o_t) s_t with the highway) (kernels/qrnn.py)
+# =================================================================================================
+@cuda.jit(device=True)
+def _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one):
+    m = mask[t, b] if has_mask else one
+    s = x_skip[t, b, j] if has_skip else one - one
+    return U[t, b, j], U[t, b, H + j], U[t, b, 2 * H + j], s, m
+
+
+@cuda.jit(device=True)
+def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, h, c, z, f, o):
+    u_z, u_f, u_o, s, m = L
+    z_t = math.tanh(u_z + bz)
+    f_t = sigmoid(u_f + bf, one)
+    o_t = sigmoid(u_o + bo, one)
+    c_t = f_t * c_prev + (one - f_t) * z_t
+    if m == 0:
+        c_t = c_prev
+    h_t = o_t * c_t
+    if has_skip:
+        h_t = h_t + (one - o_t) * s
+    h[t, b, j] = h_t * m
+    c[t, b, j] = c_t
+    z[t, b, j] = z_t
+    f[t, b, j] = f_t
+    o[t, b, j] = o_t
+    return c_t
+
+
+@functools.cache
+def forward_kernel(has_skip, has_mask):
+    """fo-pooling with or without highway and mask, compiled as constants (no unused branch)."""
+
+    @cuda.jit(cache=True)
+    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, h, c, z, f, o):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = U.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        bz = bias[j]
+        bf = bias[H + j]
+        bo = bias[2 * H + j]
+        state = c0[b, j]
+        t = 0
+        while t + 4 <= T:
+            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
+            L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 1, b, j, H, one)
+            L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 2, b, j, H, one)
+            L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 3, b, j, H, one)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            t += 4
+        while t < T:
+            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            t += 1
+
+    return _qrnn_forward_kernel
+
+
+@cuda.jit(device=True)
+def _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one):
+    m = mask[t, b] if has_mask else one
+    s = x_skip[t, b, j] if has_skip else one - one
+    c_prev = c[t - 1, b, j] if t > 0 else c0[b, j]
+    return grad_h[t, b, j], m, c[t, b, j], c_prev, z[t, b, j], f[t, b, j], o[t, b, j], s
+
+
+@cuda.jit(device=True)
+def _qrnn_bemit(L, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip):
+    gh, m, c_t, c_prev, z_t, f_t, o_t, s = L
+    sz, sf, so = sums
+    gh = gh * m
+    if has_skip:
+        g_o = gh * (c_t - s) * o_t * (one - o_t)
+        grad_x_skip[t, b, j] = gh * (one - o_t)
+    else:
+        g_o = gh * c_t * o_t * (one - o_t)
+    a = f_t if m != 0 else one
+    delta = gh * o_t + carry
+    carry = a * delta
+    delta = delta * m
+    g_z = delta * (one - f_t) * (one - z_t * z_t)
+    g_f = delta * (c_prev - z_t) * f_t * (one - f_t)
+    grad_U3[t, b, j] = g_z
+    grad_U3[t, b, H + j] = g_f
+    grad_U3[t, b, 2 * H + j] = g_o
+    return carry, (sz + g_z, sf + g_f, so + g_o)
+
+
+@functools.cache
+def backward_kernel(has_skip, has_mask):
+    """The backward with or without highway and mask, compiled as constants."""
+
+    @cuda.jit(cache=True)
+    def _qrnn_backward_kernel(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask, grad_U3, grad_x_skip, partial,
+                              grad_c0):
+        B = c0.shape[0]
+        H = c0.shape[1]
+        T = c.shape[0]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = c0.dtype.type(1.0)
+        zero = one - one
+        carry = grad_c_last[b, j]
+        sums = (zero, zero, zero)
+        t = T - 1
+        while t - 3 >= 0:
+            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+            L1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 1, b, j, one)
+            L2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 2, b, j, one)
+            L3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 3, b, j, one)
+            carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L1, t - 1, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L2, t - 2, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            carry, sums = _qrnn_bemit(L3, t - 3, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            t -= 4
+        while t >= 0:
+            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+            carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            t -= 1
+        grad_c0[b, j] = carry
+        partial[b, j] = sums[0]
+        partial[b, H + j] = sums[1]
+        partial[b, 2 * H + j] = sums[2]
+
+    return _qrnn_backward_kernel
+
+
+@register_kernel("qrnn_forward", "cuda")
+def qrnn_forward(U, b, c0, x_skip, mask):
+    """`minirec.kernels.qrnn.qrnn_forward` on the GPU: returns (h, c, z, f, o)."""
+    if not fast_path(U, c0, x_skip):
+        return _ref.qrnn_forward(U, b, c0, x_skip, mask)
+    xp = backend.get_xp(U, c0)
+    U, b, c0, x_skip, mask = prepare(xp, U, b, c0, x_skip, mask)
+    T, (B, H) = U.shape[0], c0.shape
+    h, c, z, f, o = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(5))
+    grid, block = column_grid(B * H)
+    launch(forward_kernel(x_skip is not None, mask is not None), grid, block, U, b, c0,
+           x_skip if x_skip is not None else h, mask if mask is not None else c0, h, c, z, f, o)
+    return h, c, z, f, o
+
+
+@register_kernel("qrnn_backward", "cuda")
+def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
+    """`minirec.kernels.qrnn.qrnn_backward` on the GPU: returns (grad_U3, grad_b, grad_x_skip or
+    None, grad_c0)."""
+    if not fast_path(c, c0, grad_h, x_skip):
+        return _ref.qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask)
+    xp = backend.get_xp(c, c0, grad_h)
+    grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask = prepare(xp, grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask)
+    T, (B, H) = c.shape[0], c0.shape
+    dtype = c.dtype
+    grad_U3 = xp.empty((T, B, 3 * H), dtype=dtype)
+    grad_x_skip = xp.empty((T, B, H), dtype=dtype) if x_skip is not None else None
+    partial = xp.empty((B, 3 * H), dtype=dtype)
+    grad_c0 = xp.empty((B, H), dtype=dtype)
+    grid, block = column_grid(B * H)
+    launch(backward_kernel(x_skip is not None, mask is not None), grid, block, grad_h, grad_c_last, c0,
+           x_skip if x_skip is not None else c, c, z, f, o, mask if mask is not None else c0,
+           grad_U3, grad_x_skip if grad_x_skip is not None else c, partial, grad_c0)
+    return grad_U3, partial.sum(axis=0), grad_x_skip, grad_c0
