@@ -3,7 +3,9 @@
 
 Build (offline):  python -m sphinx -W --keep-going -b html book book/_build/html
 Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/html
-Environment:      MINIREC_BOOK_EXECUTE=force|cache|off  (default force: every build runs every chapter)
+Environment:      MINIREC_BOOK_EXECUTE=cache|force|off  (default cache: a chapter runs again only when
+                  its code changed; full and quick outputs are cached apart, in
+                  book/_build/.jupyter_cache-full and -quick; the tests use force)
                   MINIREC_MATHJAX_PATH=<url>  a local MathJax 3 to read the book offline, e.g.
                   file:///path/to/node_modules/mathjax/es5/tex-mml-chtml.js (npm install mathjax@3).
                   Default: the MathJax 3 of the sphinx-mathjax-offline package (book and dev
@@ -35,8 +37,13 @@ myst_heading_anchors = 3
 # Each chapter is a text notebook (jupytext MyST); generated .ipynb copies are never sources.
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "chapters/*.ipynb", "chapters/README*", "Thumbs.db", ".DS_Store"]
 
-nb_execution_mode = os.environ.get("MINIREC_BOOK_EXECUTE", "force")
-nb_execution_timeout = 900          # seconds per cell (full mode times the kernels)
+QUICK = os.environ.get("MINIREC_QUICK") == "1"
+nb_execution_mode = os.environ.get("MINIREC_BOOK_EXECUTE", "cache")
+# The cache is keyed on a notebook's code only, not on MINIREC_QUICK: one cache per mode.
+nb_execution_cache_path = str(ROOT / "book" / "_build" / (".jupyter_cache-" + ("quick" if QUICK else "full")))
+# Seconds per cell. A chapter reads long training runs from results/ and should take about 90 s
+# in full mode, 20 s in quick mode: a cell past these limits is a bug, not a slow machine.
+nb_execution_timeout = 120 if QUICK else 300
 nb_execution_raise_on_error = True  # a failing assert in a chapter fails the build
 nb_execution_show_tb = True
 nb_merge_streams = True
