@@ -60,3 +60,5 @@ html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": True,
 }
+html_static_path = ["_static"]
+html_css_files = ["book.css"]   # code cells fit the column (see the file)
