@@ -2,10 +2,11 @@
 ../chapters, reached through the symlink book/chapters) executed by myst-nb at build time.
 
 Build (offline):  python -m sphinx -W --keep-going -b html book book/_build/html
-Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/html
+Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/quick
 Environment:      MINIREC_BOOK_EXECUTE=cache|force|off  (default cache: a chapter runs again only when
                   its code changed; full and quick outputs are cached apart, in
-                  book/_build/.jupyter_cache-full and -quick; the tests use force)
+                  book/_build/.jupyter_cache-full and -quick; the cache knows only a chapter's
+                  code: after changing minirec itself, use force; the tests use force)
                   MINIREC_MATHJAX_PATH=<url>  a local MathJax 3 to read the book offline, e.g.
                   file:///path/to/node_modules/mathjax/es5/tex-mml-chtml.js (npm install mathjax@3).
                   Default: the MathJax 3 of the sphinx-mathjax-offline package (book and dev
