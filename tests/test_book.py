@@ -1,7 +1,7 @@
 """The book (book/, Sphinx + myst-nb) builds with warnings as errors, executing every chapter in
 quick mode, and what a reader sees in a browser is right.
 
-The build happens once per session (about 3 minutes on two cores). Then:
+The build happens once per session (4 to 6 minutes on the shared two-core machine). Then:
 
 * every chapter has a page with its title, listed in the table of contents; a teaching chapter
   (not the preface 00 or an appendix 9N) embeds its figures (myst-nb writes a figure output,
