@@ -2,8 +2,11 @@
 ../chapters, reached through the symlink book/chapters) executed by myst-nb at build time.
 
 Build (offline):  python -m sphinx -W --keep-going -b html book book/_build/html
-Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/html
-Environment:      MINIREC_BOOK_EXECUTE=force|cache|off  (default force: every build runs every chapter)
+Quick build:      MINIREC_QUICK=1 python -m sphinx -W --keep-going -b html book book/_build/quick
+Environment:      MINIREC_BOOK_EXECUTE=cache|force|off  (default cache: a chapter runs again only when
+                  its code changed; full and quick outputs are cached apart, in
+                  book/_build/.jupyter_cache-full and -quick; the cache knows only a chapter's
+                  code: after changing minirec itself, use force; the tests use force)
                   MINIREC_MATHJAX_PATH=<url>  a local MathJax 3 to read the book offline, e.g.
                   file:///path/to/node_modules/mathjax/es5/tex-mml-chtml.js (npm install mathjax@3).
                   Default: the MathJax 3 of the sphinx-mathjax-offline package (book and dev
@@ -35,9 +38,18 @@ myst_heading_anchors = 3
 # Each chapter is a text notebook (jupytext MyST); generated .ipynb copies are never sources.
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "chapters/*.ipynb", "chapters/README*", "Thumbs.db", ".DS_Store"]
 
-nb_execution_mode = os.environ.get("MINIREC_BOOK_EXECUTE", "force")
-nb_execution_timeout = 900          # seconds per cell (full mode times the kernels)
-nb_execution_raise_on_error = True  # a failing assert in a chapter fails the build
+QUICK = os.environ.get("MINIREC_QUICK") == "1"
+nb_execution_mode = os.environ.get("MINIREC_BOOK_EXECUTE", "cache")
+# The cache is keyed on a notebook's code only, not on MINIREC_QUICK: one cache per mode.
+nb_execution_cache_path = str(ROOT / "book" / "_build" / (".jupyter_cache-" + ("quick" if QUICK else "full")))
+# Seconds per cell. A whole chapter should take about 90 s in full mode and 20 s in quick mode
+# (long trainings are read from results/); these limits leave room for a loaded machine, so a
+# cell past them is doing work it should not, such as a full-size training.
+nb_execution_timeout = 180 if QUICK else 300
+# A failing cell (an assert, a timeout) is a warning naming the chapter and showing the error,
+# and -W turns it into a failed build once every chapter has run. (Raising instead stops at the
+# first failure, with the error only in a crash report file.)
+nb_execution_raise_on_error = False
 nb_execution_show_tb = True
 nb_merge_streams = True
 
@@ -53,3 +65,5 @@ html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": True,
 }
+html_static_path = ["_static"]
+html_css_files = ["book.css"]   # code cells fit the column (see the file)

@@ -1,14 +1,27 @@
 """The book (book/, Sphinx + myst-nb) builds with warnings as errors, executing every chapter in
-quick mode, and its pages carry the chapter titles, embedded figures and MathJax-ready math.
+quick mode, and what a reader sees in a browser is right.
 
-If Chromium is installed, a chapter page is also opened headless (``--dump-dom``) to check what a
-browser sees. Needs the book extra (sphinx, myst-nb, sphinx-book-theme, jupytext, ipykernel);
-without it the module is skipped. Marked ``book``: ``pytest -m "not book"`` leaves it out.
+The build happens once per session (4 to 6 minutes on the shared two-core machine). Then:
+
+* every chapter has a page with its title, listed in the table of contents; a teaching chapter
+  (not the preface 00 or an appendix 9N) embeds its figures (myst-nb writes a figure output,
+  PNG or SVG, to ``_images/`` and embeds it as ``<img>``) and carries MathJax-ready math;
+* if Chromium is installed, every chapter page is opened headless at 1280 px with a script
+  added that waits for the page and MathJax to finish, then measures and writes its verdict
+  into the page, read back with ``--dump-dom``. It checks that every math node was typeset
+  (an ``<mjx-container>`` inside it), that every figure fits the text column (its rendered
+  width, and its natural width within MAX_SHRINK of it: a figure drawn wider than the column
+  is shrunk, its text with it), and that no code cell scrolls sideways
+  (``scrollWidth <= clientWidth`` for every ``pre``).
+
+Needs the book extra (sphinx, myst-nb, sphinx-book-theme, jupytext, ipykernel); without it the
+module is skipped. Marked ``book``: ``pytest -m "not book"`` leaves it out.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -27,10 +40,56 @@ pytestmark = pytest.mark.book
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
 BUILD_TIMEOUT_S = 900
+BROWSER_TIMEOUT_S = 120
+WINDOW = "1280,2000"
 BROWSER_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+FIGURE = re.compile(r'<img[^>]*src="([^"]+\.(?:png|svg))"')
+VERDICT_ID = "minirec-verdict"
+# A figure drawn at 7 inches (672 px, chapters/_book.py) is shrunk a little to the 1280 px
+# window's column, its 12 pt text to about 11.5 pt; a wider figure is shrunk more.
+MAX_SHRINK = 1.05
+# Chapters written before the book's rules, each being rewritten on its own branch: their page
+# check is expected to fail (strict: once a page passes, remove it from this set).
+RESTYLE_PENDING = {"02_lower_simpler", "03_sru", "04_lrn", "06_scans", "10_kernels"}
+# Added to a copy of a page: once the page and MathJax are done, measure what the reader sees.
+MEASURE_SCRIPT = """
+<script>
+window.addEventListener("load", function () {
+  function measure(mathjax) {
+    var article = document.querySelector("article.bd-article") || document.querySelector("main");
+    var style = getComputedStyle(article);
+    var column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    var figures = Array.from(article.querySelectorAll("img")).map(function (img) {
+      return {src: img.getAttribute("src"), width: img.getBoundingClientRect().width,
+              natural: img.naturalWidth, loaded: img.complete && img.naturalWidth > 0};
+    });
+    var wide_code = Array.from(article.querySelectorAll("pre")).filter(function (pre) {
+      return pre.scrollWidth > pre.clientWidth + 1;
+    }).map(function (pre) {
+      return {text: pre.textContent.slice(0, 80), scroll: pre.scrollWidth, client: pre.clientWidth};
+    });
+    var math = Array.from(document.querySelectorAll(".math"));
+    var verdict = {
+      mathjax: mathjax, column: column, figures: figures, wide_code: wide_code,
+      math: math.length,
+      untypeset: math.filter(function (m) { return !m.querySelector("mjx-container"); }).length,
+    };
+    var out = document.createElement("pre");
+    out.id = "@VERDICT_ID@";
+    out.textContent = JSON.stringify(verdict);
+    document.body.appendChild(out);
+  }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(function () { measure(true); }, function () { measure(false); });
+  } else {
+    measure(false);
+  }
+});
+</script>
+""".replace("@VERDICT_ID@", VERDICT_ID)
 
 
 def _title(path: Path) -> str:
@@ -38,6 +97,11 @@ def _title(path: Path) -> str:
         if line.startswith("# "):
             return line[2:].strip()
     raise AssertionError(f"{path.name} has no '# ' title")
+
+
+def is_teaching_chapter(path: Path) -> bool:
+    """The preface (00) and the appendices (90-99) need no figure or math."""
+    return not (path.stem.startswith("00_") or path.stem.startswith("9"))
 
 
 @pytest.fixture(scope="module")
@@ -69,34 +133,75 @@ def test_book_pages(built_book):
         title = _title(chapter)
         assert title in page, f"{chapter.name}: title {title!r} missing"
         assert f"chapters/{chapter.stem}.html" in index, f"{chapter.name} is not in the table of contents"
-        images = re.findall(r'<img[^>]*src="([^"]+\.(?:png|svg))"', page)
-        assert images, f"{chapter.name}: no figure embedded"
+        images = FIGURE.findall(page)
         for src in images:
             assert (page_path.parent / src).resolve().is_file(), f"{chapter.name}: figure {src} not in the build"
-        # MathJax-ready markup: math nodes wrapped for MathJax, and MathJax loaded by the page
-        assert 'class="math notranslate nohighlight"' in page, f"{chapter.name}: no math markup"
-        assert re.search(r"<script[^>]+mathjax", page, re.IGNORECASE), f"{chapter.name}: MathJax not loaded"
+        if is_teaching_chapter(chapter):
+            assert images, f"{chapter.name}: no figure embedded"
+            # MathJax-ready markup: math nodes wrapped for MathJax, and MathJax loaded by the page
+            assert 'class="math notranslate nohighlight"' in page, f"{chapter.name}: no math markup"
+            assert re.search(r"<script[^>]+mathjax", page, re.IGNORECASE), f"{chapter.name}: MathJax not loaded"
+
+
+def open_in_chromium(page: Path, profile: Path) -> tuple[str, dict]:
+    """Open a copy of ``page`` (beside it, so relative links hold) with MEASURE_SCRIPT added;
+    return the DOM Chromium ends with and the verdict the script wrote into it."""
+    probe = page.with_name(f"_probe_{page.name}")
+    source = page.read_text(encoding="utf-8")
+    assert "</body>" in source, f"{page.name}: no </body> to add the script before"
+    probe.write_text(source.replace("</body>", MEASURE_SCRIPT + "</body>", 1), encoding="utf-8")
+    command = ["chromium", *BROWSER_FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}",
+               "--virtual-time-budget=30000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
+    assert proc.returncode == 0, f"{page.name}: chromium failed:\n{proc.stderr[-3000:]}"
+    found = re.search(rf'<pre id="{VERDICT_ID}"[^>]*>(.*?)</pre>', proc.stdout, re.DOTALL)
+    assert found, f"{page.name}: the measuring script wrote no verdict (the page did not finish loading?)"
+    return html.unescape(proc.stdout), json.loads(html.unescape(found.group(1)))
+
+
+def browser_problems(chapter: Path, page: Path, dom: str, verdict: dict, mathjax_local: bool) -> list[str]:
+    """What a reader would see wrong on the page, from the browser's verdict."""
+    problems = []
+    title = _title(chapter)
+    if not re.search(r"<h1[^>]*>\s*" + re.escape(title), dom):
+        problems.append(f"the title {title!r} is not shown")
+    if is_teaching_chapter(chapter) and not verdict["figures"]:
+        problems.append("no figure shown")
+    column = verdict["column"]
+    for figure in verdict["figures"]:
+        if not figure["loaded"]:
+            problems.append(f"figure {figure['src']} did not load")
+        elif figure["width"] > column + 1 or figure["natural"] > MAX_SHRINK * column:
+            problems.append(f"figure {figure['src']} is {figure['natural']} px wide (shown at "
+                            f"{figure['width']:.0f} px) in a column of {column:.0f} px")
+    for pre in verdict["wide_code"]:
+        problems.append(f"code scrolls sideways ({pre['scroll']} px in {pre['client']} px): {pre['text'][:60]!r}")
+    # MathJax served with the book (sphinx-mathjax-offline, or MINIREC_MATHJAX_PATH) works offline;
+    # from a CDN it depends on the network, so only a local copy is required to typeset.
+    if mathjax_local and verdict["math"]:
+        if not verdict["mathjax"]:
+            problems.append("MathJax did not start")
+        if verdict["untypeset"]:
+            problems.append(f"{verdict['untypeset']} of {verdict['math']} math nodes not typeset")
+    return problems
+
+
+def _page_params():
+    reason = "written before the book's figure and code-width rules; being restyled on its own branch"
+    pending = pytest.mark.xfail(strict=True, reason=reason)
+    return [pytest.param(p, id=p.stem, marks=[pending] if p.stem in RESTYLE_PENDING else []) for p in CHAPTERS]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
-def test_book_in_headless_chromium(built_book, tmp_path):
-    chapter = next((p for p in CHAPTERS if p.stem.startswith("06_")), CHAPTERS[0])
+@pytest.mark.parametrize("chapter", _page_params())
+def test_page_in_headless_chromium(built_book, tmp_path, chapter):
     page = built_book / "chapters" / f"{chapter.stem}.html"
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    command = ["chromium", *BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-               "--dump-dom", page.as_uri()]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    dom = html.unescape(proc.stdout)
-    title = _title(chapter)
-    assert re.search(r"<h1[^>]*>\s*" + re.escape(title), dom), f"the browser does not show the title {title!r}"
-    images = re.findall(r'<img[^>]*src="([^"]+\.(?:png|svg))"', dom)
-    assert images, "the browser shows no figure"
-    assert all((page.parent / src).resolve().is_file() for src in images)
-    # A MathJax served with the book (sphinx-mathjax-offline, or MINIREC_MATHJAX_PATH) works offline:
-    # the browser must have typeset the math. (From a CDN it depends on the network: not checked.)
     source = page.read_text(encoding="utf-8")
     local = re.search(r'<script[^>]+src="(?!https?:|//)[^"]*mathjax[^"]*"', source, re.IGNORECASE)
-    if local or os.environ.get("MINIREC_MATHJAX_PATH"):
-        assert "<mjx-container" in dom, "MathJax did not typeset the page"
+    mathjax_local = bool(local or os.environ.get("MINIREC_MATHJAX_PATH"))
+    start = time.perf_counter()
+    dom, verdict = open_in_chromium(page, tmp_path / "chromium-profile")
+    problems = browser_problems(chapter, page, dom, verdict, mathjax_local)
+    print(f"{chapter.stem}: {time.perf_counter() - start:.1f} s, column {verdict['column']:.0f} px, "
+          f"{len(verdict['figures'])} figure(s), {verdict['math']} math node(s)")
+    assert not problems, f"what a reader sees on {page.name} is wrong:\n  " + "\n  ".join(problems)
