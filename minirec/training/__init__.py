@@ -45,7 +45,8 @@ def _cell_option(text: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``minirec train``. Every default is None: "not given" (see `presets`)."""
-    parser.add_argument("task", choices=sorted(DEFAULTS), help="ptb: language model; sst: sentiment classifier")
+    parser.add_argument("task", choices=sorted(DEFAULTS),
+                        help="ptb: language model; sst: sentiment classifier; chars: Tiny Shakespeare by characters")
     presets = ", ".join(f"{task}: {'/'.join(PRESETS[task])}" for task in PRESETS)
     parser.add_argument("--preset", help=f"published settings ({presets})")
     model = parser.add_argument_group("model")
