@@ -23,10 +23,11 @@ import time
 
 from .loop import BEST, CHECKPOINT, CURVES, RESULTS, TrainingError, machine_info, train, train_ptb, train_sst
 from .presets import DEFAULTS, PRESETS, RUNTIME_KEYS, learning_rate, resolve_config
+from .sample import sample  # (the function; the module is minirec.training.sample in sys.modules)
 
 __all__ = [
     "add_arguments", "run", "train", "train_ptb", "train_sst", "machine_info", "resolve_config", "learning_rate",
-    "TrainingError", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "CHECKPOINT", "BEST", "RESULTS", "CURVES",
+    "TrainingError", "sample", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "CHECKPOINT", "BEST", "RESULTS", "CURVES",
 ]
 
 EXIT_CODES = {"completed": 0, "diverged": 1, "interrupted": 130}
