@@ -148,6 +148,16 @@ def test_resume_mid_interval_gives_the_uninterrupted_curve(data_dir, tmp_path):
     assert curve(resumed) == curve(straight) and resumed["test"] == straight["test"]
 
 
+def test_character_vectors_start_from_a_unit_normal_unless_init_range_is_given(data_dir):
+    from minirec.training.chars import CharTask
+    from minirec.training.presets import resolve_config
+
+    table = CharTask(resolve_config("chars", chars_config(data_dir, embedding=64))).model.embedding.weight.data
+    assert 0.9 < table.std() < 1.1
+    ranged = CharTask(resolve_config("chars", chars_config(data_dir, init_range=0.05))).model.embedding.weight.data
+    assert np.abs(ranged).max() <= 0.05
+
+
 def test_a_bidirectional_language_model_is_refused(data_dir):
     with pytest.raises(ValueError, match="bidirectional.*left to right"):
         train("chars", chars_config(data_dir, bidirectional=True))

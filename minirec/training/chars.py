@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minirec import backend
 from minirec.autograd.function import no_grad
 
 from .checkpoint import write_json_atomic
@@ -57,6 +58,12 @@ class CharTask:
                 hidden_size=config["hidden"], num_layers=config["layers"], dropout=config["dropout"],
                 tie_weights=config["tie_weights"], init_range=config["init_range"], **config["cell_options"],
             )
+        if config["init_range"] is None:
+            # Character vectors from N(0, 1) (PyTorch's nn.Embedding), not U(±0.1): with 65 rows the
+            # inputs otherwise start ~17x weaker. Measured, 2x256 LSTM, 250 Adam steps of 12x64:
+            # valid loss 2.09 vs 2.34 nats/char (results/README.md).
+            weight = self.model.embedding.weight
+            weight.data = backend.rng().standard_normal(weight.shape).astype(weight.dtype)
         if config["out"]:  # `minirec sample` reads the characters from here
             out = Path(config["out"])
             out.mkdir(parents=True, exist_ok=True)

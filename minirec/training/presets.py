@@ -83,8 +83,8 @@ DEFAULTS = {
         "task": "chars",
         "bptt": 64,
         "tie_weights": False,
-        "layers": 2, "hidden": 256, "embedding": 64, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
-        "clip": 1.0, "epochs": 10, "max_batches": 50, "max_eval_batches": 8, "lr_decay": 1.0, "decay_after": 0,
+        "layers": 2, "hidden": 256, "embedding": 128, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+        "clip": 1.0, "epochs": 16, "max_batches": 50, "max_eval_batches": 8, "lr_decay": 0.9, "decay_after": 8,
     },
 }
 
@@ -117,12 +117,14 @@ PRESETS = {
 PRESETS["sst"]["default"] = PRESETS["sst"]["sst"]
 PRESETS["chars"] = {
     # About 4.5 minutes on an idle 2-core CPU (results/README.md has the measured times).
-    "cpu": {key: DEFAULTS["chars"][key] for key in ("layers", "hidden", "embedding", "batch_size", "bptt",
-                                                   "lr", "epochs", "max_batches", "max_eval_batches")},
+    "cpu": {key: DEFAULTS["chars"][key] for key in ("layers", "hidden", "embedding", "batch_size", "bptt", "lr",
+                                                   "lr_decay", "decay_after", "epochs", "max_batches",
+                                                   "max_eval_batches")},
     # The minGRU paper's size (Feng et al. 2024: 3 layers x 384, nanoGPT's setup), for a GPU.
     "paper": {
         "layers": 3, "hidden": 384, "embedding": 384, "batch_size": 64, "bptt": 256, "lr": 1e-3,
-        "dropout": 0.2, "epochs": 50, "max_batches": 100, "max_eval_batches": 10,
+        "dropout": 0.2, "epochs": 50, "max_batches": 100, "max_eval_batches": 10, "lr_decay": 0.95,
+        "decay_after": 20,
     },
 }
 
