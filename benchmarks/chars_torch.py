@@ -15,6 +15,7 @@ same load to compare wall times (benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--json", help="also write the table as JSON here (results/chars-torch-lstm.json)")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} thread(s); 2-layer LSTM 256, "
           f"{parameters:,} parameters; batches {batch} x {block}")
     print(f"{'iter':>6} {'train':>7} {'valid':>7} {'wall s':>8} {'train s':>8} {'chars/s':>8}")
+    record = {"kind": "pytorch anchor (benchmarks/chars_torch.py)", "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "parameters": parameters, "batch": [batch, block],
+              "iters": [], "train_loss": [], "valid_loss": []}
     wall_start = time.perf_counter()
     train_time = 0.0
     for it in range(args.iters + 1):
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - wall_start
             speed = it * batch * block / max(train_time, 1e-9)
             print(f"{it:6d} {train_loss:7.3f} {valid_loss:7.3f} {wall:8.1f} {train_time:8.1f} {speed:8.0f}", flush=True)
+            for key, value in (("iters", it), ("train_loss", train_loss), ("valid_loss", valid_loss)):
+                record[key].append(value)
         if it == args.iters:
             break
         start = time.perf_counter()
@@ -118,6 +125,10 @@ def main(argv=None) -> int:
     valid = whole_valid()
     print(f"whole validation split: {valid:.3f} nats/char ({valid / math.log(2):.3f} bits); "
           f"wall {total:.1f} s (before this measurement), training steps {train_time:.1f} s")
+    if args.json:
+        record.update(whole_valid_loss=valid, wall_s=total, train_s=train_time,
+                      chars_per_s=args.iters * batch * block / train_time)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
