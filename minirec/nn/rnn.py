@@ -90,8 +90,9 @@ class RNN(Module):
             if i > 0:
                 x = ops.dropout(x, self.dropout, training=self.training)
             cell = layer.forward_cell
-            # check_inputs validates the state (or builds the zero one) as a one-step sequence
-            sequence, h, _ = cell.check_inputs(x.reshape(1, *x.shape), None if state is None else state[i], None)
+            h = None if state is None else state[i]
+            # checked (or the zero state built) as for a sequence of one step
+            sequence, h, _ = cell.check_inputs(x.reshape(1, *x.shape), h, None)
             cell.prepare_reference(sequence)
             x, h = cell.reference_step(sequence[0], h, 0)
             new_state.append(h)
