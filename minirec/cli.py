@@ -16,6 +16,7 @@ COMMANDS = {
     "gradcheck": ("minirec.checks", "finite-difference check of every op and cell"),
     "train": ("minirec.training", "train a model on PTB or SST"),
     "info": ("minirec.info", "versions, backends and kernels usable here"),
+    "sample": ("minirec.training.sample", "generate text from a trained language model (chars or ptb)"),
 }
 
 

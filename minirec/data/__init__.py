@@ -14,6 +14,7 @@ from .ptb import (
     read_ptb_file,
     read_ptb_tokens,
 )
+from .shakespeare import CharCorpus, load_shakespeare
 from .sst import (
     NUM_CLASSES,
     Example,
@@ -33,6 +34,7 @@ __all__ = [
     "SHA256",
     "UNK",
     "URLS",
+    "CharCorpus",
     "DataError",
     "Example",
     "PTBCorpus",
@@ -45,6 +47,7 @@ __all__ = [
     "bucket_batches",
     "cache_dir",
     "load_ptb",
+    "load_shakespeare",
     "load_sst",
     "locate",
     "n_windows",

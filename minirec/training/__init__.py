@@ -25,10 +25,11 @@ import time
 
 from .loop import BEST, CHECKPOINT, CURVES, RESULTS, TrainingError, _train, machine_info, train, train_ptb, train_sst
 from .presets import DEFAULTS, PRESETS, RUNTIME_KEYS, learning_rate, resolve_config
+from .sample import sample  # (the function; the module is minirec.training.sample in sys.modules)
 
 __all__ = [
     "add_arguments", "run", "train", "train_ptb", "train_sst", "machine_info", "resolve_config", "learning_rate",
-    "TrainingError", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "CHECKPOINT", "BEST", "RESULTS", "CURVES",
+    "TrainingError", "sample", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "CHECKPOINT", "BEST", "RESULTS", "CURVES",
 ]
 
 EXIT_CODES = {"completed": 0, "diverged": 1, "failed": 1, "interrupted": 130}
@@ -48,7 +49,8 @@ def _cell_option(text: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``minirec train``. Every default is None: "not given" (see `presets`)."""
-    parser.add_argument("task", choices=sorted(DEFAULTS), help="ptb: language model; sst: sentiment classifier")
+    parser.add_argument("task", choices=sorted(DEFAULTS),
+                        help="ptb: language model; sst: sentiment classifier; chars: Tiny Shakespeare by characters")
     presets = ", ".join(f"{task}: {'/'.join(PRESETS[task])}" for task in PRESETS)
     parser.add_argument("--preset", help=f"published settings ({presets})")
     model = parser.add_argument_group("model")

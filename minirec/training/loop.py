@@ -52,6 +52,7 @@ from minirec.autograd.function import no_grad
 from minirec.kernels import check_kind, kernel_mode
 from minirec.nn import SGD, Adam, clip_grad_norm
 
+from .chars import CharTask
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state, write_json_atomic
 from .presets import RUNTIME_KEYS, learning_rate, resolve_config, resume_config
 from .rundir import RunDirectory, TrainingError, WriteFailed, writing
@@ -222,7 +223,7 @@ class _SST:
         return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1)}
 
 
-_TASKS = {"ptb": _PTB, "sst": _SST}
+_TASKS = {"ptb": _PTB, "sst": _SST, "chars": CharTask}
 
 
 def _warn_if_worse_than_uniform(epoch, train_loss, n, what):

@@ -18,7 +18,7 @@ import numbers
 
 __all__ = ["TASKS", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "resolve_config", "resume_config", "learning_rate"]
 
-TASKS = ("ptb", "sst")
+TASKS = ("ptb", "sst", "chars")
 
 _COMMON = {
     "cell": "lstm",
@@ -78,6 +78,16 @@ DEFAULTS = {
         "levels": None,  # e.g. ["fofe", "sgu", "gru"]: a HierarchicalClassifier instead
         "chunk_size": 8,
     },
+    # Tiny Shakespeare by characters; an "epoch" is an evaluation interval of max_batches windows
+    # (training/chars.py). The defaults are the ``cpu`` preset.
+    "chars": {
+        **_COMMON,
+        "task": "chars",
+        "bptt": 64,
+        "tie_weights": False,
+        "layers": 2, "hidden": 256, "embedding": 128, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+        "clip": 1.0, "epochs": 16, "max_batches": 50, "max_eval_batches": 8, "lr_decay": 0.9, "decay_after": 8,
+    },
 }
 
 PRESETS = {
@@ -107,6 +117,18 @@ PRESETS = {
     },
 }
 PRESETS["sst"]["default"] = PRESETS["sst"]["sst"]
+PRESETS["chars"] = {
+    # About 4.5 minutes on an idle 2-core CPU (results/README.md has the measured times).
+    "cpu": {key: DEFAULTS["chars"][key] for key in ("layers", "hidden", "embedding", "batch_size", "bptt", "lr",
+                                                   "lr_decay", "decay_after", "epochs", "max_batches",
+                                                   "max_eval_batches")},
+    # The minGRU paper's size (Feng et al. 2024: 3 layers x 384, nanoGPT's setup), for a GPU.
+    "paper": {
+        "layers": 3, "hidden": 384, "embedding": 384, "batch_size": 64, "bptt": 256, "lr": 1e-3,
+        "dropout": 0.2, "epochs": 50, "max_batches": 100, "max_eval_batches": 10, "lr_decay": 0.95,
+        "decay_after": 20,
+    },
+}
 
 #: Keys a resumed run may change; every other key keeps the checkpoint's value.
 RUNTIME_KEYS = ("epochs", "device", "data_dir", "out", "resume", "progress", "verbose")
@@ -215,7 +237,7 @@ def _validate(config: dict) -> None:
     for key in ("clip", "weight_decay", "seed", "decay_after"):  # clip 0: no clipping
         if config.get(key) is not None and float(config[key]) < 0:
             raise ValueError(f"{key} must be >= 0, got {config[key]}")
-    if config["task"] == "ptb" and config.get("bidirectional"):
+    if config["task"] in ("ptb", "chars") and config.get("bidirectional"):
         raise ValueError("bidirectional applies to sst only: a language model reads left to right")
     if config["device"] not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {config['device']!r}")
