@@ -244,6 +244,7 @@ def test_trec_is_one_run(data_dir, tmp_path):
     ({"dataset": "trec"}, "trec has its own test set: --folds/--fold apply to mr, subj, cr, mpqa"),
     ({"folds": 1}, "folds must be at least 2"),
     ({"fold": 3}, r"fold must be in 0..2 \(with 3 folds\), got 3"),
+    ({"dataset": "trec", "folds": None, "dev_fraction": 0.0}, r"dev_fraction must be in \(0, 1\)"),
 ])
 def test_classify_options_are_checked(data_dir, changes, message):
     with pytest.raises(ValueError, match=message):

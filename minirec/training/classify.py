@@ -38,6 +38,8 @@ def check_classify_config(config: dict) -> None:
     dataset = config.get("dataset")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)} (--dataset), got {dataset!r}")
+    if not 0 < float(config.get("dev_fraction", 0.1)) < 1:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {config['dev_fraction']}")
     folds, fold = config.get("folds"), config.get("fold")
     if dataset not in CV_DATASETS:
         if folds is not None or fold is not None:
@@ -48,8 +50,6 @@ def check_classify_config(config: dict) -> None:
         raise ValueError(f"folds must be at least 2, got {folds}")
     if fold is not None and not 0 <= int(fold) < folds:
         raise ValueError(f"fold must be in 0..{folds - 1} (with {folds} folds), got {fold}")
-    if not 0 < float(config.get("dev_fraction", 0.1)) < 1:
-        raise ValueError(f"dev_fraction must be in (0, 1), got {config['dev_fraction']}")
 
 
 class Classify(_SST):
