@@ -102,6 +102,12 @@ def test_bad_lines_are_named_and_a_label_alone_is_skipped(tmp_path):
         read_labelled_file(path)
 
 
+def test_a_missing_file_names_where_to_get_it(tmp_path):
+    with pytest.raises(DataError, match=r"classify/mr.all.txt not found(.|\n)*sent-conv-torch/master/data/rt-polarity"):
+        load_classify("mr", tmp_path / "empty", fold=0, download=False)
+    assert download.SHA256["classify/trec.test.txt"].startswith("92a6a3ce")  # ../shared/data/README.md's
+
+
 # ---- folds ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("folds", [2, 3, 10])
 def test_folds_are_disjoint_covering_stratified_and_fixed_by_the_seed(folds):

@@ -86,7 +86,7 @@ def read_labelled_file(path: str | os.PathLike, encoding: str = "utf-8",
     sentences = []
     for line_number, line in enumerate(text.split("\n"), start=1):
         if len(line.split()) == 1 and line.split()[0].isdigit():
-            continue  # a label without words (CR has 4, MPQA 3): nothing to classify
+            continue  # a label alone (4 lines of CR, 3 of MPQA): nothing to classify
         _parse_line(line, f"{path}, line {line_number}", num_classes, sentences)
     return sentences
 
@@ -100,7 +100,7 @@ def fold_assignment(labels: Sequence[int], folds: int, seed: int) -> np.ndarray:
         raise ValueError(f"{folds} folds need at least {folds} examples, got {len(labels)}")
     rng = np.random.default_rng(int(seed))
     assignment = np.empty(len(labels), dtype=np.int64)
-    dealt = 0  # the deal continues across labels, so that fold sizes differ by at most one
+    dealt = 0  # the deal goes on across labels: fold sizes differ by one at most
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         assignment[members] = (dealt + np.arange(len(members))) % folds
