@@ -352,3 +352,15 @@ def test_real_files_load_with_their_labels(dataset, sizes):
         assert labels == sizes
         assert abs(len(corpus.test) - sum(sizes.values()) / 10) <= 1
     assert DATASETS[dataset][1] == corpus.num_classes
+
+
+def test_speed_benchmark_prints_its_table():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "classify_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--cells", "sru,lstm", "--steps", "1", "--rounds", "1",
+                           "--vocab", "50", "--length", "4"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {"sru", "lstm"} and rows["sru"][2] == "1.00" and float(rows["lstm"][0]) > 0
