@@ -19,6 +19,7 @@ import pytest
 
 from minirec.data import DataError, download
 from minirec.data.classify import (
+    CV_DATASETS,
     DATASETS,
     fold_assignment,
     load_classify,
@@ -364,3 +365,16 @@ def test_speed_benchmark_prints_its_table():
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
     assert set(rows) == {"sru", "lstm"} and rows["sru"][2] == "1.00" and float(rows["lstm"][0]) > 0
+
+
+@pytest.mark.skipif(not (REAL_DATA / "classify").is_dir(), reason="no ../shared/data/classify")
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+def test_every_real_set_trains(dataset):
+    fold = 0 if dataset in CV_DATASETS else None
+    results = train_classify(dataset=dataset, fold=fold, cell="sru", hidden=8, embedding=8, layers=1, epochs=1,
+                             max_batches=2, data_dir=str(REAL_DATA), progress=False, verbose=False)
+    assert results["status"] == "completed"
+    if fold is None:
+        assert 0 <= results["test"]["acc"] <= 1
+    else:
+        assert results["folds"] == 10 and len(results["runs"]) == 1
