@@ -327,6 +327,9 @@ def test_a_resumed_run_that_ran_out_of_patience_trains_no_more(sst_dir, tmp_path
     _valid_scores(monkeypatch, [0.99])  # would be a new best, if an epoch ran
     again = train_sst(sst_run(sst_dir, tmp_path / "r", patience=2, epochs=10, resume=True))
     assert len(again["epochs"]) == 3 and again["status"] == "completed"
+    _valid_scores(monkeypatch, [0.5, 0.5])  # patience may change on resume: two epochs more, no better
+    longer = train_sst(sst_run(sst_dir, tmp_path / "r", patience=4, epochs=10, resume=True))
+    assert len(longer["epochs"]) == 5 and longer["best_epoch"] == 1
     with pytest.raises(ValueError, match="patience must be at least 1"):
         train_sst(sst_run(sst_dir, tmp_path / "bad", patience=0))
 
