@@ -16,8 +16,8 @@ so each fold holds each label in the proportion of the whole set (± 1 example),
 disjoint and cover the set, and the same seed gives the same folds on any machine.
 
 Dev sets. Only SST has one; elsewhere :func:`load_classify` takes a stratified ``dev_fraction``
-of the training part (of the fold, or of TREC's train file) as the dev set, as the SRU paper's
-code does, for early stopping and choosing the best epoch; the test part is never looked at.
+of the training part (of the fold, or of TREC's train file) as the dev set, as Kim (2014)
+does, for early stopping and choosing the best epoch; the test part is never looked at.
 """
 
 from __future__ import annotations
