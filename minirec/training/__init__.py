@@ -50,7 +50,8 @@ def _cell_option(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``minirec train``. Every default is None: "not given" (see `presets`)."""
     parser.add_argument("task", choices=sorted(DEFAULTS),
-                        help="ptb: language model; sst: sentiment classifier; chars: Tiny Shakespeare by characters")
+                        help="ptb: language model; sst: sentiment classifier; chars: Tiny Shakespeare by "
+                             "characters; classify: the SRU paper's sets")
     presets = ", ".join(f"{task}: {'/'.join(PRESETS[task])}" for task in PRESETS)
     parser.add_argument("--preset", help=f"published settings ({presets})")
     model = parser.add_argument_group("model")
@@ -72,8 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--sst-kind", choices=["binary", "fine"], help="SST-2 or SST-5 (sst)")
     model.add_argument("--levels", help="hierarchical classifier cells bottom-up, e.g. fofe,sgu,gru (sst)")
     model.add_argument("--chunk-size", type=int, help="words per bottom-level chunk (with --levels)")
+    classify = parser.add_argument_group("classify (the SRU paper's Table 1 sets; training/classify.py)")
+    classify.add_argument("--dataset", choices=["mr", "subj", "cr", "mpqa", "trec", "sst2", "sst5"])
+    classify.add_argument("--folds", type=int, help="cross-validation folds, fixed by --seed (mr/subj/cr/mpqa; 10)")
+    classify.add_argument("--fold", type=int, help="run only fold K (0-based), into OUT/fold-K")
+    classify.add_argument("--summary", action="store_true", default=None,
+                          help="train nothing: merge the folds finished in --out into OUT/summary.json")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int)
+    opt.add_argument("--patience", type=int, help="stop after N epochs without a better validation score")
     opt.add_argument("--batch-size", type=int)
     opt.add_argument("--eval-batch-size", type=int, help="batch size for valid/test (default: --batch-size)")
     opt.add_argument("--bptt", type=int, help="truncated BPTT window (ptb)")
@@ -116,8 +124,13 @@ def run(args) -> int:
 
     task, given = _config_from_args(args)
     try:
-        # (a process that ends after the run keeps SIGINT/SIGTERM ignored once it has stopped)
-        results = _train(task, given, exiting=getattr(args, "process_exits", False))
+        if task == "classify":
+            from .classify import run_classify
+
+            results = run_classify(given)
+        else:
+            # (a process that ends after the run keeps SIGINT/SIGTERM ignored once it has stopped)
+            results = _train(task, given, exiting=getattr(args, "process_exits", False))
     except (TrainingError, DataError, ValueError, FileNotFoundError) as error:
         print(f"minirec train: error: {error}", file=sys.stderr)
         return 2

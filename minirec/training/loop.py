@@ -223,7 +223,13 @@ class _SST:
         return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1)}
 
 
-_TASKS = {"ptb": _PTB, "sst": _SST, "chars": CharTask}
+def _classify(config):  # training/classify.py builds on _SST: imported once this module is complete
+    from .classify import Classify
+
+    return Classify(config)
+
+
+_TASKS = {"ptb": _PTB, "sst": _SST, "chars": CharTask, "classify": _classify}
 
 
 def _warn_if_worse_than_uniform(epoch, train_loss, n, what):
@@ -521,6 +527,15 @@ class _Run:
                                                      and metrics["loss"] < self.best["loss"])
         return metrics[key] < self.best[key]
 
+    def _out_of_patience(self) -> bool:
+        """Early stopping: ``patience`` epochs have passed without a better validation score."""
+        patience = self.config.get("patience")
+        if not patience or self.best is None or self.epochs_done - self.best["epoch"] < patience:
+            return False
+        _log(self.config, f"minirec: early stop after epoch {self.epochs_done}: no better valid "
+             f"{self.task.metric} in {patience} epochs (best epoch {self.best['epoch']})")
+        return True
+
     def _save_best(self, epoch, metrics):
         best = {"epoch": epoch, "loss": metrics["loss"], self.task.metric: metrics[self.task.metric]}
         if self.out is None:
@@ -653,6 +668,8 @@ class _Run:
         with StopSignals(exiting) as self.sigint:
             try:
                 for epoch in range(self.epochs_done + 1, config["epochs"] + 1):
+                    if self._out_of_patience():  # checked before an epoch, so a resumed run stops too
+                        break
                     self._train_epoch(epoch)
                     if not self._parameters_finite():
                         raise _Diverged(f"non-finite parameters after the last batch of epoch {epoch}")

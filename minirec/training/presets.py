@@ -18,7 +18,7 @@ import numbers
 
 __all__ = ["TASKS", "DEFAULTS", "PRESETS", "RUNTIME_KEYS", "resolve_config", "resume_config", "learning_rate"]
 
-TASKS = ("ptb", "sst", "chars")
+TASKS = ("ptb", "sst", "chars", "classify")
 
 _COMMON = {
     "cell": "lstm",
@@ -43,6 +43,7 @@ _COMMON = {
     "data_dir": None,
     "out": None,  # None: nothing is written (the best model is kept in memory)
     "resume": False,
+    "patience": None,  # stop after this many epochs without a better validation score; None: never
     "max_batches": None,  # cap on training batches per epoch (smoke tests, quick mode)
     "max_eval_batches": None,  # cap on evaluation batches; None: max_batches
     "preset": None,
@@ -88,6 +89,25 @@ DEFAULTS = {
         "layers": 2, "hidden": 256, "embedding": 128, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
         "clip": 1.0, "epochs": 16, "max_batches": 50, "max_eval_batches": 8, "lr_decay": 0.9, "decay_after": 8,
     },
+    # The SRU paper's Table 1 sets (training/classify.py): MR, SUBJ, CR, MPQA, TREC, SST.
+    "classify": {
+        **_COMMON,
+        "task": "classify",
+        "dataset": None,  # mr | subj | cr | mpqa | trec | sst2 | sst5
+        "folds": None,  # cross-validation folds (None: 10 for the sets without a split)
+        "fold": None,  # run this fold only (None: every fold)
+        "dev_fraction": 0.1,  # of the training part, where a set has no dev split
+        "embedding": 300,
+        "hidden": 128,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "dropout": 0.5,
+        "batch_size": 32,
+        "epochs": 30,
+        "patience": 3,
+        "pooling": "max",
+        "word_dropout": 0.0,
+    },
 }
 
 PRESETS = {
@@ -113,6 +133,15 @@ PRESETS = {
         "sst": {
             "embedding": 300, "layers": 2, "hidden": 150, "bidirectional": True, "optimizer": "adam",
             "lr": 1e-3, "dropout": 0.5, "batch_size": 32, "epochs": 10, "pooling": "max", "clip": 5.0,
+            "patience": 2,  # results/sst-binary-sru.json peaked at epoch 3 of 10
+        },
+    },
+    "classify": {
+        # SRU paper, section 4.1: 2 layers of 128, Adam at 1e-3, batch 32, dropout 0.5. Departures: random
+        # 300-d embeddings, trained (theirs: fixed word2vec), max pooling over time (theirs: the last state).
+        "paper": {
+            "embedding": 300, "layers": 2, "hidden": 128, "bidirectional": False, "optimizer": "adam", "lr": 1e-3,
+            "dropout": 0.5, "batch_size": 32, "epochs": 30, "patience": 3, "pooling": "max", "clip": 5.0,
         },
     },
 }
@@ -129,9 +158,10 @@ PRESETS["chars"] = {
         "decay_after": 20,
     },
 }
+PRESETS["classify"]["default"] = PRESETS["classify"]["paper"]
 
 #: Keys a resumed run may change; every other key keeps the checkpoint's value.
-RUNTIME_KEYS = ("epochs", "device", "data_dir", "out", "resume", "progress", "verbose")
+RUNTIME_KEYS = ("epochs", "patience", "device", "data_dir", "out", "resume", "progress", "verbose")
 
 
 def _given(config) -> dict:
@@ -221,7 +251,7 @@ def _validate(config: dict) -> None:
     for key in positive:
         if config[key] is not None and int(config[key]) < 1:  # (None: layers of a hierarchy)
             raise ValueError(f"{key} must be at least 1, got {config[key]}")
-    for key in ("bptt", "chunk_size", "eval_batch_size", "max_batches", "max_eval_batches"):
+    for key in ("bptt", "chunk_size", "eval_batch_size", "max_batches", "max_eval_batches", "patience"):
         if config.get(key) is not None and int(config[key]) < 1:
             raise ValueError(f"{key} must be at least 1, got {config[key]}")
     if not 0 <= float(config["dropout"]) < 1:
@@ -241,7 +271,7 @@ def _validate(config: dict) -> None:
         raise ValueError("bidirectional applies to sst only: a language model reads left to right")
     if config["device"] not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {config['device']!r}")
-    if config["task"] == "sst" and config["pooling"] not in ("last", "max"):
+    if config["task"] in ("sst", "classify") and config["pooling"] not in ("last", "max"):
         raise ValueError(f"pooling must be 'last' or 'max', got {config['pooling']!r}")
     if not config.get("levels") and not isinstance(config.get("cell_options"), dict):
         raise ValueError(f"cell_options must be a dict, got {config.get('cell_options')!r}")
