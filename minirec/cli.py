@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 COMMANDS = {
     "gradcheck": ("minirec.checks", "finite-difference check of every op and cell"),
-    "train": ("minirec.training", "train a model on PTB or SST"),
+    "train": ("minirec.training", "train a model: ptb, sst, chars or classify"),
     "info": ("minirec.info", "versions, backends and kernels usable here"),
     "sample": ("minirec.training.sample", "generate text from a trained language model (chars or ptb)"),
 }
