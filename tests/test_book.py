@@ -99,6 +99,11 @@ def _title(path: Path) -> str:
     raise AssertionError(f"{path.name} has no '# ' title")
 
 
+def _straight_quotes(text: str) -> str:
+    """Sphinx's smart quotes turn ' and " into curly ones: compare titles without them."""
+    return text.translate(str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}))
+
+
 def is_teaching_chapter(path: Path) -> bool:
     """The preface (00) and the appendices (90-99) need no figure or math."""
     return not (path.stem.startswith("00_") or path.stem.startswith("9"))
@@ -129,7 +134,7 @@ def test_book_pages(built_book):
     for chapter in CHAPTERS:
         page_path = built_book / "chapters" / f"{chapter.stem}.html"
         assert page_path.exists(), f"no page for {chapter.name}"
-        page = html.unescape(page_path.read_text(encoding="utf-8"))
+        page = _straight_quotes(html.unescape(page_path.read_text(encoding="utf-8")))
         title = _title(chapter)
         assert title in page, f"{chapter.name}: title {title!r} missing"
         assert f"chapters/{chapter.stem}.html" in index, f"{chapter.name} is not in the table of contents"
@@ -163,7 +168,7 @@ def browser_problems(chapter: Path, page: Path, dom: str, verdict: dict, mathjax
     """What a reader would see wrong on the page, from the browser's verdict."""
     problems = []
     title = _title(chapter)
-    if not re.search(r"<h1[^>]*>\s*" + re.escape(title), dom):
+    if not re.search(r"<h1[^>]*>\s*" + re.escape(title), _straight_quotes(dom)):
         problems.append(f"the title {title!r} is not shown")
     if is_teaching_chapter(chapter) and not verdict["figures"]:
         problems.append("no figure shown")
