@@ -1,39 +1,27 @@
 """`minirec sample`: text generated one token at a time from a trained run."""
 
-import hashlib
 import random
 
 import numpy as np
 import pytest
+from conftest import write_corpus
 
 from minirec.autograd.function import no_grad
 from minirec.cli import main
-from minirec.data import download
 from minirec.data.shakespeare import SHAKESPEARE
 from minirec.models import LanguageModel
 from minirec.training import sample, train
 from minirec.training.checkpoint import save_checkpoint
 from minirec.training.sample import SampleError, load_language_model
 
-
-def _register(monkeypatch, root, relpath, text):
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    monkeypatch.setitem(download.SHA256, relpath, hashlib.sha256(text.encode()).hexdigest())
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIREC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MINIREC_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture
 def chars_run(tmp_path, monkeypatch):
     rng = random.Random(0)
     text = "".join(f"{rng.choice(['ROMEO', 'JULIET'])}:\n{rng.choice(['o', 'ay', 'nay'])} me!\n\n" for _ in range(200))
-    _register(monkeypatch, tmp_path / "data", SHAKESPEARE, text)
+    write_corpus(monkeypatch, tmp_path / "data", {SHAKESPEARE: text})
     out = tmp_path / "chars-run"
     train("chars", dict(cell="lstm", hidden=16, embedding=8, layers=2, batch_size=4, bptt=8, epochs=2,
                         max_batches=10, lr=1e-2, data_dir=str(tmp_path / "data"), out=str(out), verbose=False,
@@ -47,7 +35,7 @@ def ptb_run(tmp_path, monkeypatch):
     words = [f"w{i}" for i in range(20)]
     for split, n in (("train", 60), ("valid", 10), ("test", 10)):
         lines = "".join(" " + " ".join(rng.choice(words) for _ in range(rng.randint(2, 6))) + " \n" for _ in range(n))
-        _register(monkeypatch, tmp_path / "data", f"ptb/{split}.txt", lines)
+        write_corpus(monkeypatch, tmp_path / "data", {f"ptb/{split}.txt": lines})
     out = tmp_path / "ptb-run"
     train("ptb", dict(cell="sru", hidden=8, embedding=8, layers=1, batch_size=4, bptt=5, epochs=1, max_batches=5,
                       data_dir=str(tmp_path / "data"), out=str(out), verbose=False, progress=False))

@@ -8,7 +8,6 @@ trains a few batches on the real PTB in ``../shared/data`` and is skipped when i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_corpus
 
 from minirec.cells import cell_names
-from minirec.data import download
 from minirec.training import (
     BEST,
     CHECKPOINT,
@@ -49,10 +48,6 @@ def pick_cell():
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
-def _ptb_lines(rng, n, words):
-    return "".join(" " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + " \n" for _ in range(n))
-
-
 def _sst_lines(rng, n, kind="binary"):
     good, bad, filler = ["good", "great", "fun", "fine"], ["bad", "dull", "awful", "weak"], ["a", "film", "the", "plot"]
     lines = []
@@ -64,38 +59,14 @@ def _sst_lines(rng, n, kind="binary"):
     return "".join(lines)
 
 
-def _register(monkeypatch, root: Path, files: dict[str, str]):
-    for relpath, text in files.items():
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        monkeypatch.setitem(download.SHA256, relpath, hashlib.sha256(text.encode()).hexdigest())
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIREC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MINIREC_DATA", raising=False)
-
-
-@pytest.fixture
-def ptb_dir(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    words = [f"w{i}" for i in range(40)]
-    root = tmp_path / "data"
-    _register(monkeypatch, root, {
-        "ptb/train.txt": _ptb_lines(rng, 60, words),
-        "ptb/valid.txt": _ptb_lines(rng, 12, words),
-        "ptb/test.txt": _ptb_lines(rng, 12, words),
-    })
-    return root
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture
 def sst_dir(tmp_path, monkeypatch):
     rng = random.Random(1)
     root = tmp_path / "data"
-    _register(monkeypatch, root, {
+    write_corpus(monkeypatch, root, {
         "sst/binary.train.txt": _sst_lines(rng, 48),
         "sst/binary.dev.txt": _sst_lines(rng, 10),
         "sst/binary.test.txt": _sst_lines(rng, 10),

@@ -8,17 +8,14 @@ test_training.py does (nothing is downloaded)."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from minirec.data import download
 from minirec.training import BEST, CHECKPOINT, RESULTS, TrainingError, checkpoint, loop, train_ptb
 from minirec.training.checkpoint import load_checkpoint, write_json_atomic
 from minirec.training.rundir import LOCK, RunDirectory
@@ -26,27 +23,7 @@ from minirec.training.rundir import LOCK, RunDirectory
 TIMING_KEYS = ("train_time_s", "tokens_per_s")
 
 
-def _ptb_lines(rng, n, words):
-    return "".join(" " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + " \n" for _ in range(n))
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIREC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MINIREC_DATA", raising=False)
-
-
-@pytest.fixture
-def ptb_dir(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    words = [f"w{i}" for i in range(40)]
-    root = tmp_path / "data"
-    for split, n in (("train", 60), ("valid", 12), ("test", 12)):
-        text = _ptb_lines(rng, n, words)
-        (root / "ptb").mkdir(parents=True, exist_ok=True)
-        (root / "ptb" / f"{split}.txt").write_text(text, encoding="utf-8")
-        monkeypatch.setitem(download.SHA256, f"ptb/{split}.txt", hashlib.sha256(text.encode()).hexdigest())
-    return root
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def config(data_dir, out=None, **changes):

@@ -105,16 +105,18 @@ def check_weight_dtype(cell, x, weight):
 
 class HiddenMatrixRecurrence(Function):
     """The fused Function shared by the cells with an h-to-h matrix (GRU, MGU, SGU):
-    (x_proj (T, B, k), U (H, k), h0 (B, H), mask) → (y, h_last). Subclasses name their kernels
-    ``<kernel>_forward`` / ``<kernel>_backward``; the derivations are in each cell's docstring.
+    (x_proj (T, B, k), U (H, k), h0 (B, H), mask, *params) → (y, h_last). Subclasses name their
+    kernels ``<kernel>_forward(x_proj, U, *params, h0, mask)`` / ``<kernel>_backward``, which
+    returns (∂x_proj, ∂U, *∂params, ∂h0); ``params`` are extra recurrent parameters (the
+    reset-after GRU's b_n). The derivations are in each cell's docstring.
     """
 
     kernel = ""
 
     @staticmethod
-    def forward(ctx, x_proj, U, h0, mask):
-        xp = backend.get_xp(x_proj, U, h0)
-        h, gates = get_kernel(ctx.function.kernel + "_forward", xp)(x_proj, U, h0, mask)
+    def forward(ctx, x_proj, U, h0, mask, *params):
+        xp = backend.get_xp(x_proj, U, h0, *params)
+        h, gates = get_kernel(ctx.function.kernel + "_forward", xp)(x_proj, U, *params, h0, mask)
         y = h if mask is None else h * mask[:, :, None]
         h_last = h[-1] if h.shape[0] else h0.copy()
         ctx.save_for_backward(U, h0, h, gates)
@@ -126,8 +128,8 @@ class HiddenMatrixRecurrence(Function):
         U, h0, h, gates = ctx.saved_arrays
         xp = backend.get_xp(U, h0, grad_y)
         backward = get_kernel(ctx.function.kernel + "_backward", xp)
-        grad_x_proj, grad_U, grad_h0 = backward(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
-        return grad_x_proj, grad_U, grad_h0, None
+        grad_x_proj, grad_U, *grad_params, grad_h0 = backward(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
+        return grad_x_proj, grad_U, grad_h0, None, *grad_params
 
 
 def _as_tuple(state):

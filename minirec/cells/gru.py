@@ -52,11 +52,8 @@ from __future__ import annotations
 
 import math
 
-from minirec import backend
 from minirec.autograd import ops
-from minirec.autograd.function import Function
 from minirec.cells.base import Cell, HiddenMatrixRecurrence, mask_array, project_inputs, register
-from minirec.kernels import get_kernel
 from minirec.kernels import gru as _gru_kernels  # noqa: F401 - registers the reference loops
 from minirec.nn.layers import uniform_parameter
 
@@ -69,26 +66,10 @@ class GRURecurrence(HiddenMatrixRecurrence):
     kernel = "gru"
 
 
-class GRUResetAfterRecurrence(Function):
-    """Fused reset-after GRU over a whole sequence: (x_proj, U, b_n, h0, mask) → (y, h_last)."""
+class GRUResetAfterRecurrence(HiddenMatrixRecurrence):
+    """Fused reset-after GRU over a whole sequence: (x_proj, U, h0, mask, b_n) → (y, h_last)."""
 
-    @staticmethod
-    def forward(ctx, x_proj, U, b_n, h0, mask):
-        xp = backend.get_xp(x_proj, U, b_n, h0)
-        h, gates = get_kernel("gru_reset_after_forward", xp)(x_proj, U, b_n, h0, mask)
-        y = h if mask is None else h * mask[:, :, None]
-        h_last = h[-1] if h.shape[0] else h0.copy()
-        ctx.save_for_backward(U, h0, h, gates)
-        ctx.mask = mask
-        return y, h_last
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_h_last):
-        U, h0, h, gates = ctx.saved_arrays
-        xp = backend.get_xp(U, h0, grad_y)
-        backward = get_kernel("gru_reset_after_backward", xp)
-        grad_x_proj, grad_U, grad_b_n, grad_h0 = backward(U, h0, ctx.mask, h, gates, grad_y, grad_h_last)
-        return grad_x_proj, grad_U, grad_b_n, grad_h0, None
+    kernel = "gru_reset_after"
 
 
 @register("gru")
@@ -119,7 +100,7 @@ class GRU(Cell):
         x_proj = project_inputs(x, self.input_weight, self.bias)
         m = mask_array(mask, x.data)
         if self.reset_after:
-            return GRUResetAfterRecurrence.apply(x_proj, self.recurrent_weight, self.recurrent_bias, h0, m)
+            return GRUResetAfterRecurrence.apply(x_proj, self.recurrent_weight, h0, m, self.recurrent_bias)
         return GRURecurrence.apply(x_proj, self.recurrent_weight, h0, m)
 
     def reference_step(self, x_t, h, t):
