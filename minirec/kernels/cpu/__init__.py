@@ -3,4 +3,4 @@ reference names and signatures (`minirec.kernels.get_kernel` imports this packag
 with NumPy arrays). Importing it also empties numba's cache of these kernels when _common.py has
 changed since they were cached (`_common.drop_stale_cache`): numba itself would keep them."""
 
-from minirec.kernels.cpu import lrn, matrix, minrnn, qrnn, scan, sru  # noqa: F401 - importing registers the kernels
+from minirec.kernels.cpu import lrn, matrix, minrnn, optim, qrnn, scan, sru  # noqa: F401 - importing registers the kernels
