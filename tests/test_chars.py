@@ -18,6 +18,7 @@ from minirec.data import DataError, download, load_shakespeare
 from minirec.data.shakespeare import SHAKESPEARE, char_vocab, encode_text, split_text
 from minirec.training import train
 from minirec.training.chars import VOCAB
+from minirec.training.plots import curve_panels
 
 # ../shared/data beside the project (a checkout in /work/main, or a worktree one level deeper)
 REAL_DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared").is_dir()),
@@ -123,6 +124,14 @@ def test_chars_run_learns_and_records_bits_per_character(data_dir, tmp_path):
     assert results["test"]["split"] == "valid"
     assert (out / "best.npz").is_file() and (out / "curves.png").is_file()
     assert json.loads((out / VOCAB).read_text())["tokens"] == load_shakespeare(data_dir).vocab.tokens
+    # the curves show what a character model records: loss and bits per character, no empty accuracy panel
+    assert [metric for metric, *_ in curve_panels(epochs)] == ["loss", "bpc"]
+
+
+def test_the_final_log_line_names_the_whole_validation_text(data_dir, tmp_path, capsys):
+    train("chars", chars_config(data_dir, tmp_path / "run", epochs=1, verbose=True))
+    final = [line for line in capsys.readouterr().err.splitlines() if "best valid epoch" in line]
+    assert final and final[0].startswith("whole valid text bpc "), final
 
 
 def test_each_interval_starts_the_streams_somewhere_else(data_dir):

@@ -700,7 +700,9 @@ class _Run:
                 self.sigint.check()
                 if self._load_best():
                     test = task.evaluate("test")
-                    _log(config, f"test {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
+                    split = test.get("split", "test")  # chars: no test split, the whole valid text
+                    what = "test" if split == "test" else f"whole {split} text"
+                    _log(config, f"{what} {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
                 self.sigint.wind_down()
                 self.total_time = time_before + time.perf_counter() - run_start
                 results = self.results("completed", test=test)

@@ -7,14 +7,24 @@ from pathlib import Path
 
 from .checkpoint import atomic_write
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "curve_panels"]
+
+
+def curve_panels(history: list[dict]) -> list[tuple[str, str, bool]]:
+    """(metric, axis label, log scale) for each panel: one per metric the run recorded (chars has
+    no accuracy, SST no bits per character)."""
+    candidates = [("ppl", "perplexity", True)] if history and "train_ppl" in history[0] else [
+        ("loss", "loss (nats)", False), ("acc", "accuracy", False), ("bpc", "bits per character", False)]
+    return [panel for panel in candidates
+            if any(h.get(f"{split}_{panel[0]}") is not None for h in history for split in ("train", "valid"))]
 
 
 def plot_curves(history: list[dict], path, title: str = "") -> Path | None:
-    """Draw per-epoch metrics: perplexity (PTB) or loss and accuracy (SST), train vs valid.
+    """Draw per-epoch metrics, train vs valid: perplexity (PTB); loss and accuracy (SST, classify);
+    loss and bits per character (chars).
 
     ``history`` is the ``epochs`` list of a results dict. Writes atomically; returns the path,
-    or None when there is no epoch to draw.
+    or None when there is no epoch or no metric to draw.
     """
     if not history:
         return None
@@ -23,8 +33,9 @@ def plot_curves(history: list[dict], path, title: str = "") -> Path | None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    panels = [("ppl", "perplexity", True)] if "train_ppl" in history[0] else [
-        ("loss", "loss", False), ("acc", "accuracy", False)]
+    panels = curve_panels(history)
+    if not panels:
+        return None
     figure = Figure(figsize=(5 * len(panels), 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     for i, (key, label, log_scale) in enumerate(panels, start=1):
