@@ -702,7 +702,8 @@ class _Run:
                     test = task.evaluate("test")
                     split = test.get("split", "test")  # chars: no test split, the whole valid text
                     what = "test" if split == "test" else f"whole {split} text"
-                    _log(config, f"{what} {task.metric} {test[task.metric]:.4g} (best valid epoch {self.best['epoch']})")
+                    score = f"{task.metric} {test[task.metric]:.4g}"
+                    _log(config, f"{what} {score} (best valid epoch {self.best['epoch']})")
                 self.sigint.wind_down()
                 self.total_time = time_before + time.perf_counter() - run_start
                 results = self.results("completed", test=test)
