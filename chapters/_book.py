@@ -31,12 +31,20 @@ def setup():
 
 
 try:
-    from myst_nb import glue
+    from myst_nb import glue as _myst_glue
 except ImportError:          # running a chapter without the book extra: glue shows the value
-    def glue(name, value, display=True):
+    def _myst_glue(name, value, display=True):
         if display:
             print(f"{name} = {value}")
         return value
+
+
+def glue(name, value, display=True):
+    """myst-nb's glue, with NumPy scalars turned into Python numbers first: a NumPy scalar is
+    shown as ``np.float64(0.5)`` and breaks the `{glue:text}` format specs under ``-W``."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    return _myst_glue(name, value, display=display)
 
 __all__ = ["QUICK", "COLUMN_IN", "setup", "glue"]
 

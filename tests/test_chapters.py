@@ -173,3 +173,20 @@ def test_every_figure_has_a_caption(path):
     uncaptioned = [cell.source.splitlines()[0] if cell.source else "(empty)" for cell in figure_cells(notebook)
                    if not cell.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
     assert not uncaptioned, f"{path.name}: figure cells without a caption, starting:\n  " + "\n  ".join(uncaptioned)
+
+
+def test_glue_hands_python_numbers_to_myst_nb(monkeypatch):
+    # a NumPy scalar would be shown as np.float64(...) and break `{glue:text}` format specs
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("_book", CHAPTER_DIR / "_book.py")
+    book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book)
+    seen = []
+    monkeypatch.setattr(book, "_myst_glue", lambda name, value, display=True: seen.append(value) or value)
+    book.glue("x", np.float64(0.25), display=False)
+    book.glue("n", np.int64(3), display=False)
+    book.glue("a", np.arange(3), display=False)
+    assert [type(v) for v in seen] == [float, int, np.ndarray] and seen[:2] == [0.25, 3]
