@@ -2,9 +2,10 @@
 squares without the temporary array of squares (``sum_of_squares``).
 
 Each element is read once (parameter, gradient, both moments) and written once (parameter,
-moments): the reference's ten whole-array passes become one, 3.2× faster on a 5.4 M-element
-table on one core. The arithmetic is the reference's, operation by operation in the arrays'
-dtype and without fused multiply-adds, so the results are equal bit for bit (tested).
+moments): the reference's ten whole-array passes become one (5.4 M float32 elements, one core of
+the developers' 2-vCPU VM: 12 ms against 38 ms). The arithmetic is the reference's, operation by
+operation in the arrays' dtype and without fused multiply-adds, so the results are equal bit for
+bit (tested).
 """
 
 from __future__ import annotations
