@@ -235,6 +235,18 @@ def test_gradients_take_their_tensors_dtype():
     assert a.grad.dtype == np.float32
 
 
+def test_projection_of_a_strided_sequence_passes_gradcheck():
+    # (T, B, E) @ (E, K) runs as one flat product; a transposed (not contiguous) input must too,
+    # and a constant weight must get no gradient
+    rng = np.random.default_rng(3)
+    x, w = t64(np, rng.standard_normal((3, 4, 5))), t64(np, rng.standard_normal((5, 2)))
+    assert mr.gradcheck(lambda x, w: ops.transpose(x, 1, 0, 2) @ w, [x, w]).passed
+    np.testing.assert_allclose((ops.transpose(x, 1, 0, 2) @ w).data, x.data.transpose(1, 0, 2) @ w.data)
+    constant = mr.tensor(w.data)
+    (x @ constant).sum().backward()
+    assert constant.grad is None and x.grad.shape == x.shape
+
+
 @pytest.mark.parametrize("shapes", [((4,), (4,)), ((4,), (2, 4, 3)), ((3, 4), (4,)), ((2, 3, 4), (4,))])
 def test_matmul_with_vectors_passes_gradcheck(shapes):
     rng = np.random.default_rng(1)

@@ -170,17 +170,23 @@ class MatMul(Function):
                 f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not align "
                 f"({inner_a} != {inner_b} in the contracted axis)"
             )
+        ctx.save_for_backward(a, b)
+        if a.ndim > 2 and b.ndim == 2:  # (T, B, E) @ (E, K), a layer's projection: one GEMM, not T
+            return (a.reshape(-1, inner_a) @ b).reshape(*a.shape[:-1], b.shape[-1])
         try:
-            out = a @ b
+            return a @ b
         except ValueError:
             raise ShapeError(f"matmul: cannot broadcast batch axes of {tuple(a.shape)} and {tuple(b.shape)}") from None
-        ctx.save_for_backward(a, b)
-        return out
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_arrays
         xp = backend.get_xp(a)
+        if a.ndim > 2 and b.ndim == 2:  # the projection: ∂b as one (E, T·B) @ (T·B, K) product
+            flat_grad = grad.reshape(-1, b.shape[-1])
+            grad_a = (flat_grad @ b.T).reshape(a.shape) if ctx.needs_input_grad[0] else None
+            grad_b = a.reshape(-1, a.shape[-1]).T @ flat_grad if ctx.needs_input_grad[1] else None
+            return grad_a, grad_b
         # Promote 1-D operands to matrices so one rule covers every case.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b

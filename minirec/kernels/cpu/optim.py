@@ -10,6 +10,7 @@ bit (tested).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from minirec.kernels import optim, register_kernel
@@ -49,20 +50,19 @@ def adam_update(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, step)
                float(1 / (1 - beta2**step)))
 
 
-_LANES = 16  # independent float64 partial sums: the loop over them vectorises
+# Only for this sum: "reassoc" lets LLVM split the float64 additions over SIMD lanes (a strict
+# left-to-right sum is one dependent add per element, slower than NumPy's pairwise sum). The
+# squares themselves stay exact float32 products; only the order of the additions changes.
+_reduction_jit = numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
 
 
-@kernel_jit
+@_reduction_jit
 def _sum_of_squares(x):
-    partial = np.zeros(_LANES, np.float64)
-    whole = x.size - x.size % _LANES
-    for start in range(0, whole, _LANES):
-        for lane in range(_LANES):
-            square = x[start + lane] * x[start + lane]  # in x's dtype, as the reference squares
-            partial[lane] += square
-    for i in range(whole, x.size):
-        partial[0] += x[i] * x[i]
-    return partial.sum()
+    total = 0.0
+    for i in range(x.size):
+        square = x[i] * x[i]  # in x's dtype, as the reference squares
+        total += square
+    return total
 
 
 @register_kernel("sum_of_squares", "cpu")
