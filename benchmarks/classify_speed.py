@@ -58,6 +58,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epoch-steps", type=int, default=154, help="steps of one epoch (TREC: 4,906 / 32)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 5 steps")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows, the settings and the machine as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.rounds = 5, 2
@@ -79,9 +80,25 @@ def main(argv=None):
     print(f"batch 32 x {args.length} words, vocab {args.vocab:,}, {args.rounds} rounds of {args.steps} steps; "
           f"median per step")
     print(f"{'cell':8} {'ms/step':>9} {'s/epoch':>9} {'vs ' + cells[0]:>8}")
+    rows = []
     for cell in cells:
         per_step = statistics.median(rounds[cell])
+        rows.append({"cell": cell, "ms_per_step": 1000 * per_step, "s_per_epoch": per_step * args.epoch_steps,
+                     "vs_first": per_step / reference})
         print(f"{cell:8} {1000 * per_step:9.1f} {per_step * args.epoch_steps:9.1f} {per_step / reference:8.2f}")
+    if args.json:
+        import json
+        import os
+        import sys
+
+        from minirec.training.loop import machine_info
+
+        threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+        record = {"command": " ".join(["python", "benchmarks/classify_speed.py", *sys.argv[1:]]),
+                  "settings": {k: v for k, v in vars(args).items() if k != "json"}, "threads": threads,
+                  "rows": rows, "machine": machine_info("cpu")}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

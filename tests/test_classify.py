@@ -381,3 +381,22 @@ def test_every_real_set_trains(dataset):
         assert 0 <= results["test"]["acc"] <= 1
     else:
         assert results["folds"] == 10 and len(results["runs"]) == 1
+
+
+def test_classify_speed_writes_its_rows_as_json(tmp_path):
+    # the speed column of the Table 1 analogue is read back from this file by chapter 9
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "classify_speed.py"
+    spec = importlib.util.spec_from_file_location("classify_speed", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    out = tmp_path / "speed.json"
+    speed.main(["--quick", "--cells", "sru,lstm", "--length", "3", "--vocab", "40", "--epoch-steps", "7",
+                "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert [row["cell"] for row in record["rows"]] == ["sru", "lstm"]
+    assert record["rows"][0]["vs_first"] == 1.0
+    for row in record["rows"]:
+        assert row["ms_per_step"] > 0 and row["s_per_epoch"] == pytest.approx(row["ms_per_step"] * 7 / 1000)
+    assert record["settings"]["vocab"] == 40 and "numpy" in record["machine"]
