@@ -475,9 +475,8 @@ if not INNER:
                     compiled[key] = (single, body)
             return compile_for
 
-        for module in (cuda._common, cuda.matrix):  # every module that configures a launch
-            monkeypatch.setattr(module, "configure", configure)
-            monkeypatch.setattr(module, "device_args", lambda *args: args)
+        monkeypatch.setattr(cuda._common, "configure", configure)  # every launch goes through _common.bind
+        monkeypatch.setattr(cuda._common, "device_args", lambda *args: args)
         return compiled
 
     def _ptx_cases():
@@ -652,6 +651,57 @@ if INNER:
     @pytest.mark.parametrize("case", list(CASES))
     def test_sim_kernel_reads_column_views(case):
         _check_case(case, 5, 2, 3, np.float64, True, device=as_column_view(np))
+
+    def test_sim_an_array_passed_twice_is_converted_once(monkeypatch):
+        """`device_args` converts each distinct array once (a stand-in for an absent mask is often
+        an array passed anyway), keeps the order, and leaves scalars alone."""
+        from minirec.kernels.cuda import _common
+
+        converted = []
+        monkeypatch.setattr(_common, "_as_simulated", lambda a: converted.append(a) or ("view", id(a)))
+        a, b = np.zeros(3), np.ones(2)
+        out = _common.device_args(a, b, a, 2.5, b)
+        assert out == (("view", id(a)), ("view", id(b)), ("view", id(a)), ("view", id(2.5)), ("view", id(b)))
+        assert [x is a for x in converted] == [True, False, False] and converted[1] is b
+
+    # kernel launches and cuBLAS products per call of the matrix cells, and array conversions per call
+    _MATRIX_STEP_COST = {"lstm": (1, 1), "atr": (1, 1), "sgu": (1, 1), "gru": (2, 2), "mgu": (2, 2)}
+
+    @pytest.mark.parametrize("case", list(_MATRIX_STEP_COST))
+    def test_sim_matrix_cells_cost_one_product_and_one_launch_per_step(case, monkeypatch):
+        """Per step: one product h U and one fused kernel (two of each for GRU and MGU, whose reset
+        gate sits between two products); the arrays are converted once per call, however long the
+        sequence (the per-step launches reuse them)."""
+        from minirec.kernels.cuda import _common
+
+        launches, conversions, products = [], [], []
+        configure, as_simulated, matmul = _common.configure, _common._as_simulated, np.matmul
+
+        def counting_configure(kernel, grid, block):
+            run = configure(kernel, grid, block)
+            return lambda *args: launches.append(1) or run(*args)
+
+        monkeypatch.setattr(_common, "configure", counting_configure)
+        monkeypatch.setattr(_common, "_as_simulated", lambda a: conversions.append(1) or as_simulated(a))
+        monkeypatch.setattr(np, "matmul", lambda *a, **k: products.append(1) or matmul(*a, **k))
+        per_step_launches, per_step_products = _MATRIX_STEP_COST[case]
+        converted = {}
+        for T in (3, 6):
+            for part in ("forward", "backward"):
+                launches.clear(), conversions.clear(), products.clear()
+                prefix, build = CASES[case]
+                forward, backward = _impls(prefix)
+                args, make_backward_args = build(np.random.default_rng(0), T, 2, 3, np.float64, True)
+                if part == "forward":
+                    forward["cuda"](*args)
+                else:
+                    bargs = make_backward_args(forward["reference"](*args))
+                    launches.clear(), conversions.clear(), products.clear()
+                    backward["cuda"](*bargs)
+                assert len(launches) == per_step_launches * T, (part, T, len(launches))
+                assert len(products) == per_step_products * T, (part, T, len(products))
+                converted.setdefault(part, set()).add(len(conversions))
+        assert all(len(counts) == 1 for counts in converted.values()), f"conversions grow with T: {converted}"
 
     def test_sim_reversed_mask_view_is_handled():
         """The backward direction of a bidirectional layer passes mask[::-1] (negative strides)."""

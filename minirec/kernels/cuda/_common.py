@@ -94,12 +94,13 @@ def device_args(*args):
     """Kernel arguments: CuPy arrays as zero-copy Numba device views, the rest unchanged.
 
     Converting once and launching many times (the per-step kernels) saves the dispatcher's
-    per-launch conversion (~95 µs → ~30 µs per launch, DESIGN.md). In the simulator, NumPy
-    arrays are wrapped without a copy.
+    per-launch conversion (~95 µs → ~30 µs per launch, DESIGN.md). An array passed at several
+    positions (a stand-in for an absent mask, a block passed for two operands) is converted once.
+    In the simulator, NumPy arrays are wrapped without a copy.
     """
-    if SIMULATOR:
-        return tuple(_as_simulated(a) for a in args)
-    return tuple(_as_device(a) for a in args)
+    convert = _as_simulated if SIMULATOR else _as_device
+    views = {}  # id → converted; the arguments outlive this call, so no id is reused meanwhile
+    return tuple(views[id(a)] if id(a) in views else views.setdefault(id(a), convert(a)) for a in args)
 
 
 def configure(kernel, grid, block):
@@ -109,9 +110,32 @@ def configure(kernel, grid, block):
     return kernel[grid, block, current_stream()]
 
 
+def bind(kernel, grid, block, *args):
+    """``kernel[grid, block]`` on the current stream with ``args`` converted once, as a function of
+    the scalars that follow them: ``step = bind(k, g, b, x, h); step(t)`` launches ``k(x, h, t)``.
+
+    A per-step kernel (the matrix cells) binds once per sequence and launches T times, so the
+    stream lookup and the conversion of every array are paid once, not per step.
+    """
+    configured = configure(kernel, grid, block)
+    converted = device_args(*args)
+
+    def run(*scalars):
+        configured(*converted, *scalars)
+
+    return run
+
+
 def launch(kernel, grid, block, *args):
     """Launch ``kernel[grid, block]`` on the current stream with ``args`` converted once."""
-    configure(kernel, grid, block)(*device_args(*args))
+    bind(kernel, grid, block, *args)()
+
+
+def or_stand_in(array, stand_in):
+    """``array``, or ``stand_in`` where it is absent: a kernel built without that input (a closure
+    constant) never reads it, but numba types every argument, so an array of the same rank and dtype
+    is passed; `device_args` converts it once even when it is also passed as itself."""
+    return stand_in if array is None else array
 
 
 def positive_strides(xp, array):

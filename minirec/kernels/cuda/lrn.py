@@ -11,7 +11,15 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import lrn as _ref
 from minirec.kernels import register_kernel
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    column_grid,
+    column_of,
+    fast_path,
+    launch,
+    or_stand_in,
+    prepare,
+    sigmoid,
+)
 
 
 # =================================================================================================
@@ -30,7 +38,7 @@ def _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has
 
 
 @cuda.jit(device=True)
-def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out):
+def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, out):
     q, k, v, w, m = L
     f = sigmoid(q - h_prev, one) if has_q else sigmoid(-h_prev, one)
     i = sigmoid(k + h_prev, one) if has_k else one - f
@@ -38,18 +46,18 @@ def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, h, f_out, 
     if has_w:
         o = sigmoid(w - c, one)
         h_new = o * c
-        o_out[t, b, j] = o
-        c_out[t, b, j] = c
+        out[3, t, b, j] = o
+        out[4, t, b, j] = c
     elif tanh_act:
         h_new = math.tanh(c)
     else:
         h_new = c
     if m == 0:
         h_new = h_prev
-    h[t, b, j] = h_new
-    f_out[t, b, j] = f
+    out[0, t, b, j] = h_new
+    out[1, t, b, j] = f
     if has_k:
-        i_out[t, b, j] = i
+        out[2, t, b, j] = i
     return h_new
 
 
@@ -62,7 +70,8 @@ def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
     """The LRN-family forward for one variant (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _lrn_forward_kernel(z, h0, mask, q_off, k_off, v_off, w_off, h, f_out, i_out, o_out, c_out):
+    def _lrn_forward_kernel(z, h0, mask, q_off, k_off, v_off, w_off, out):
+        """``out`` holds h, f, then i (with k), o and c (with w): one array to convert."""
         B = h0.shape[0]
         H = h0.shape[1]
         T = z.shape[0]
@@ -77,14 +86,14 @@ def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
             L1 = _lrn_load(z, mask, has_mask, t + 1, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
             L2 = _lrn_load(z, mask, has_mask, t + 2, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
             L3 = _lrn_load(z, mask, has_mask, t + 3, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, out)
+            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, out)
+            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, out)
+            state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, out)
             t += 4
         while t < T:
             L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, out)
             t += 1
 
     return _lrn_forward_kernel
@@ -184,15 +193,11 @@ def _lrn_forward(variant, z, h0, mask, activation):
     T, (B, H) = z.shape[0], h0.shape
     dtype = z.dtype
     q_off, k_off, v_off, w_off = _lrn_offsets(variant, H)
-    h = xp.empty((T, B, H), dtype=dtype)
-    f = xp.empty((T, B, H), dtype=dtype)
-    i = xp.empty((T, B, H), dtype=dtype) if k_off >= 0 else None
-    o = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
-    c = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
+    out = xp.empty((2 + (k_off >= 0) + 2 * (w_off >= 0), T, B, H), dtype=dtype)  # h, f[, i[, o, c]]
     grid, block = column_grid(B * H)
     kernel = forward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
-    launch(kernel, grid, block, z, h0, mask if mask is not None else h0, q_off, k_off, v_off, w_off,
-           h, f, i if i is not None else f, o if o is not None else f, c if c is not None else f)
+    launch(kernel, grid, block, z, h0, or_stand_in(mask, h0), q_off, k_off, v_off, w_off, out)
+    h, f, i, o, c = (*out, None, None, None)[:5]
     return h, i, f, o, c
 
 
@@ -205,9 +210,8 @@ def _lrn_backward(variant, z, h0, h, i, f, o, c, mask, grad_y, grad_h_last, acti
     grad_h0 = xp.empty((B, H), dtype=z.dtype)
     grid, block = column_grid(B * H)
     kernel = backward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
-    launch(kernel, grid, block, z, h0, h, i if i is not None else f, f, o if o is not None else f,
-           c if c is not None else f, mask if mask is not None else h0, grad_y, grad_h_last, q_off, k_off, v_off,
-           w_off, grad_z, grad_h0)
+    launch(kernel, grid, block, z, h0, h, or_stand_in(i, f), f, or_stand_in(o, f), or_stand_in(c, f),
+           or_stand_in(mask, h0), grad_y, grad_h_last, q_off, k_off, v_off, w_off, grad_z, grad_h0)
     return grad_z, grad_h0
 
 

@@ -11,7 +11,15 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import qrnn as _ref
 from minirec.kernels import register_kernel
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    column_grid,
+    column_of,
+    fast_path,
+    launch,
+    or_stand_in,
+    prepare,
+    sigmoid,
+)
 
 
 # =================================================================================================
@@ -26,7 +34,7 @@ def _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one):
 
 
 @cuda.jit(device=True)
-def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, h, c, z, f, o):
+def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, out):
     u_z, u_f, u_o, s, m = L
     z_t = math.tanh(u_z + bz)
     f_t = sigmoid(u_f + bf, one)
@@ -37,11 +45,11 @@ def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, h, c, z, f, o):
     h_t = o_t * c_t
     if has_skip:
         h_t = h_t + (one - o_t) * s
-    h[t, b, j] = h_t * m
-    c[t, b, j] = c_t
-    z[t, b, j] = z_t
-    f[t, b, j] = f_t
-    o[t, b, j] = o_t
+    out[0, t, b, j] = h_t * m
+    out[1, t, b, j] = c_t
+    out[2, t, b, j] = z_t
+    out[3, t, b, j] = f_t
+    out[4, t, b, j] = o_t
     return c_t
 
 
@@ -50,7 +58,8 @@ def forward_kernel(has_skip, has_mask):
     """fo-pooling with or without highway and mask, compiled as constants (no unused branch)."""
 
     @cuda.jit(cache=True)
-    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, h, c, z, f, o):
+    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, out):
+        """``out`` (5, T, B, H) holds h, c, z, f, o: one array to convert instead of five."""
         B = c0.shape[0]
         H = c0.shape[1]
         T = U.shape[0]
@@ -68,14 +77,14 @@ def forward_kernel(has_skip, has_mask):
             L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 1, b, j, H, one)
             L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 2, b, j, H, one)
             L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 3, b, j, H, one)
-            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, out)
+            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, out)
+            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, out)
+            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, out)
             t += 4
         while t < T:
             L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
-            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, out)
             t += 1
 
     return _qrnn_forward_kernel
@@ -159,10 +168,11 @@ def qrnn_forward(U, b, c0, x_skip, mask):
     xp = backend.get_xp(U, c0)
     U, b, c0, x_skip, mask = prepare(xp, U, b, c0, x_skip, mask)
     T, (B, H) = U.shape[0], c0.shape
-    h, c, z, f, o = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(5))
+    out = xp.empty((5, T, B, H), dtype=U.dtype)
     grid, block = column_grid(B * H)
-    launch(forward_kernel(x_skip is not None, mask is not None), grid, block, U, b, c0,
-           x_skip if x_skip is not None else h, mask if mask is not None else c0, h, c, z, f, o)
+    launch(forward_kernel(x_skip is not None, mask is not None), grid, block, U, b, c0, or_stand_in(x_skip, U),
+           or_stand_in(mask, c0), out)
+    h, c, z, f, o = out
     return h, c, z, f, o
 
 
@@ -182,6 +192,6 @@ def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
     launch(backward_kernel(x_skip is not None, mask is not None), grid, block, grad_h, grad_c_last, c0,
-           x_skip if x_skip is not None else c, c, z, f, o, mask if mask is not None else c0,
-           grad_U3, grad_x_skip if grad_x_skip is not None else c, partial, grad_c0)
+           or_stand_in(x_skip, c), c, z, f, o, or_stand_in(mask, c0), grad_U3, or_stand_in(grad_x_skip, c), partial,
+           grad_c0)
     return grad_U3, partial.sum(axis=0), grad_x_skip, grad_c0

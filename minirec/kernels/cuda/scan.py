@@ -61,6 +61,7 @@ from minirec.kernels.cuda._common import (
     launch,
     log_g,
     logaddexp,
+    or_stand_in,
     positive_strides,
     sigmoid,
     softplus,
@@ -523,9 +524,9 @@ def scan_forward(kind, p1, p2, p3, h0, mask, applies_g=False, lanes=None, with_g
         return h, gate
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = forward_kernel(kind, mask is not None, bool(applies_g), h0 is not None, has_gate)
-    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else h[:, :, 0], h0 if h0 is not None else h[0], lanes, h,
-           gate if has_gate else h)
+    h0 = or_stand_in(h0, h[0])  # also the (never read) stand-in for an absent mask: one conversion
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), or_stand_in(mask, h0), h0, lanes, h,
+           or_stand_in(gate, h))
     return h, gate
 
 
@@ -541,9 +542,9 @@ def scan_log_forward(kind, p1, p2, p3, h0, mask, lanes=None, with_gate=True, exp
         return out, gate
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = log_forward_kernel(kind, mask is not None, h0 is not None, bool(exp_out), has_gate)
-    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else out[:, :, 0], h0 if h0 is not None else out[0], lanes, out,
-           gate if has_gate else out)
+    h0 = or_stand_in(h0, out[0])
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), or_stand_in(mask, h0), h0, lanes, out,
+           or_stand_in(gate, out))
     return out, gate
 
 
@@ -564,9 +565,9 @@ def scan_backward(kind, q1, q2, q3, q4, h, h0, grad_h, mask, applies_g=False, la
         return o1, o2, o3, grad_h0
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = backward_kernel(kind, mask is not None, bool(applies_g), h0 is not None)
-    launch(kernel, grid, block, q1, q2 if q2 is not None else q1, q3 if q3 is not None else q1,
-           q4 if q4 is not None else q1, mask if mask is not None else h[:, :, 0], h,
-           h0 if h0 is not None else grad_h0, grad_h, lanes, o1, o2, o3 if o3 is not None else o2, grad_h0)
+    h0 = or_stand_in(h0, grad_h0)
+    launch(kernel, grid, block, q1, or_stand_in(q2, q1), or_stand_in(q3, q1), or_stand_in(q4, q1),
+           or_stand_in(mask, h0), h, h0, grad_h, lanes, o1, o2, or_stand_in(o3, o2), grad_h0)
     return o1, o2, o3, grad_h0
 
 

@@ -10,7 +10,15 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import register_kernel
 from minirec.kernels import sru as _ref
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    column_grid,
+    column_of,
+    fast_path,
+    launch,
+    or_stand_in,
+    prepare,
+    sigmoid,
+)
 
 
 # =================================================================================================
@@ -24,17 +32,17 @@ def _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one):
 
 
 @cuda.jit(device=True)
-def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, h, c, f, r):
+def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, out):
     x_t, u_f, u_r, s, m = L
     f_t = sigmoid(u_f + bf + vf * c_prev, one)  # (1)
     c_t = f_t * c_prev + (one - f_t) * x_t  # (2)
     if m == 0:
         c_t = c_prev  # padded: carry the state
     r_t = sigmoid(u_r + br + vr * c_prev, one)  # (3)
-    h[t, b, j] = (r_t * (c_t * d) + (one - r_t) * (alpha * s)) * m  # (4), 0 at padding
-    c[t, b, j] = c_t
-    f[t, b, j] = f_t
-    r[t, b, j] = r_t
+    out[0, t, b, j] = (r_t * (c_t * d) + (one - r_t) * (alpha * s)) * m  # (4), 0 at padding: h
+    out[1, t, b, j] = c_t
+    out[2, t, b, j] = f_t
+    out[3, t, b, j] = r_t
     return c_t
 
 
@@ -43,7 +51,8 @@ def forward_kernel(has_mask, has_drop):
     """The SRU forward with or without mask and dropout mask, compiled as constants (no unused branch)."""
 
     @cuda.jit(cache=True)
-    def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, h, c, f, r):
+    def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, out):
+        """``out`` (4, T, B, H) holds h, c, f, r: one array to convert instead of four."""
         B = c0.shape[0]
         H = c0.shape[1]
         T = U.shape[0]
@@ -64,14 +73,14 @@ def forward_kernel(has_mask, has_drop):
             L1 = _sru_load(U, x_skip, mask, has_mask, t + 1, b, j, H, one)
             L2 = _sru_load(U, x_skip, mask, has_mask, t + 2, b, j, H, one)
             L3 = _sru_load(U, x_skip, mask, has_mask, t + 3, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, out)
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, out)
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, out)
+            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, out)
             t += 4
         while t < T:
             L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, out)
             t += 1
 
     return _sru_forward_kernel
@@ -158,10 +167,11 @@ def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     xp = backend.get_xp(U, c0)
     U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop = prepare(xp, U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop)
     T, (B, H) = U.shape[0], c0.shape
-    h, c, f, r = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(4))
+    out = xp.empty((4, T, B, H), dtype=U.dtype)
     grid, block = column_grid(B * H)
     launch(forward_kernel(mask is not None, drop is not None), grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
-           mask if mask is not None else c0, drop if drop is not None else c0, float(alpha), h, c, f, r)
+           or_stand_in(mask, c0), or_stand_in(drop, c0), float(alpha), out)
+    h, c, f, r = out
     return h, c, f, r
 
 
@@ -182,7 +192,7 @@ def sru_backward(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, dr
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
     launch(backward_kernel(mask is not None, drop is not None), grid, block, grad_h, grad_c_last, U, x_skip, v_f,
-           v_r, c0, c, f, r, mask if mask is not None else c0, drop if drop is not None else c0, float(alpha),
-           grad_U3, grad_x_skip, partial, grad_c0)
+           v_r, c0, c, f, r, or_stand_in(mask, c0), or_stand_in(drop, c0), float(alpha), grad_U3, grad_x_skip,
+           partial, grad_c0)
     sums = partial.sum(axis=0)
     return grad_U3, grad_x_skip, sums[:H], sums[H:2 * H], sums[2 * H:3 * H], sums[3 * H:], grad_c0
