@@ -249,6 +249,37 @@ def as_column_view(xp):
     return move
 
 
+FAST_SIGMOID_RTOL = 1e-5  # float32 fast sigmoid against the exact one, |x| ≤ 40 (kernels/cuda/_common.py)
+
+
+def _fast_sigmoid_values(x):
+    """`_common.fast_sigmoid` of the float32 array ``x``, run as a kernel (GPU or simulator)."""
+    from numba import cuda as numba_cuda
+
+    from minirec.kernels.cuda import _common
+
+    @numba_cuda.jit
+    def kernel(x, y):
+        active, _, i = _common.column_of(1, x.shape[0])
+        if active:
+            y[i] = _common.fast_sigmoid(x[i], x.dtype.type(1.0))
+
+    y = x.copy()
+    _common.launch(kernel, -(-x.size // 64), 64, x, y)
+    return y
+
+
+def _check_fast_sigmoid(to_numpy, xp):
+    from minirec.numerics import stable_sigmoid
+
+    x = np.linspace(-40, 40, 4001, dtype=np.float32)
+    exact = stable_sigmoid(np, x.astype(np.float64))
+    fast = to_numpy(_fast_sigmoid_values(xp.asarray(x)))
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=FAST_SIGMOID_RTOL, atol=0)
+    return fast, exact
+
+
 # ---- the plain process: import, registration, the simulator subprocess ------------------------------
 if not INNER:
 
@@ -523,6 +554,29 @@ if not INNER:
         assert "ex2.approx" not in plain and "ex2.approx" in minlstm
         assert plain.count("\n") < minlstm.count("\n") / 2
 
+    def test_fast_sigmoid_compiles_to_the_approximate_instructions(ptx_compiler):
+        """float32 SRU and LRN forwards divide with div.approx (the fast sigmoid) by default and with
+        the IEEE div.rn when MINIREC_CUDA_FAST_SIGMOID=0; float64 never takes the fast path."""
+        import numba
+        from numba import cuda as numba_cuda
+
+        from minirec.kernels.cuda import _common, lrn, sru
+
+        f3, f2, f1 = numba.float32[:, :, :], numba.float32[:, :], numba.float32[:]
+        sru_signature = (f3, f3, f1, f1, f1, f1, f2, f2, f2, numba.float64, numba.float32[:, :, :, :])
+        i64 = numba.int64
+        lrn_signature = (f3, f2, f2, i64, i64, i64, i64, numba.float32[:, :, :, :])
+
+        def ptx(kernel, signature):
+            return numba_cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))[0].split(".entry", 1)[1]
+
+        for fast in (True, False):
+            for body in (ptx(sru.forward_kernel(True, False, fast), sru_signature),
+                         ptx(lrn.forward_kernel(True, True, False, True, True, fast), lrn_signature)):
+                assert ("div.approx.f32" in body) == fast
+                assert ("div.rn.f32" in body) != fast
+        assert _common.fast_sigmoid_for(np.float32) and not _common.fast_sigmoid_for(np.float64)
+
     # ---- real CUDA, CuPy arrays, realistic sizes -------------------------------------------------
     gpu = pytest.mark.skipif(not backend.cuda_available(), reason="no usable GPU (CuPy + CUDA)")
 
@@ -568,6 +622,14 @@ if not INNER:
         """Inputs as the cells pass them: strided, offset views of wider arrays."""
         cp = backend._cupy()
         _check_case(case, 37, 6, 70, np.float64, True, device=as_column_view(cp))
+
+    @pytest.mark.cuda
+    @gpu
+    def test_cuda_fast_sigmoid_within_its_stated_tolerance():
+        """The real intrinsics (ex2.approx, div.approx) against float64 σ: the bound the float32
+        kernels rely on (the simulator only emulates it)."""
+        cp = backend._cupy()
+        _check_fast_sigmoid(backend.to_numpy, cp)
 
     @pytest.mark.cuda
     @gpu
@@ -651,6 +713,47 @@ if INNER:
     @pytest.mark.parametrize("case", list(CASES))
     def test_sim_kernel_reads_column_views(case):
         _check_case(case, 5, 2, 3, np.float64, True, device=as_column_view(np))
+
+    _PIPELINED = ["sru", "sru-drop", "qrnn-highway", "lrn-tanh", "glrn-identity", "elrn-tanh", "olrn",
+                  "mingru-sequential-g", "minlstm-sequential"]
+
+    @pytest.mark.parametrize("T", [4, 8, 11])
+    @pytest.mark.parametrize("case", _PIPELINED)
+    def test_sim_pipelined_loops_at_every_group_boundary(case, T):
+        """The loops load the next group of four steps while computing this one: T = 4 (one group,
+        its prefetch past the end), 8 (a prefetched group used, none left), 11 (two groups and a
+        tail of three from the last prefetch); forward and backward, masked (the scan: its forward)."""
+        _check_case(case, T, 2, 3, np.float64, True)
+
+    def test_sim_fast_sigmoid_is_float32_only_and_can_be_turned_off(monkeypatch):
+        from minirec.kernels.cuda import _common
+
+        assert _common.fast_sigmoid_for(np.float32) and not _common.fast_sigmoid_for(np.float64)
+        monkeypatch.setenv(_common.FAST_SIGMOID_VARIABLE, "0")
+        assert not _common.fast_sigmoid_for(np.float32)
+
+    def test_sim_fast_sigmoid_emulates_its_error_bound():
+        """The simulator's fast sigmoid carries the intrinsics' worst-case error (so the float32
+        kernel tests hold the real error budget), and that stays within the stated tolerance."""
+        fast, exact = _check_fast_sigmoid(np.asarray, np)
+        assert np.max(np.abs(fast / exact - 1)) > 1e-6  # the emulated error is there, not rounded away
+
+    @pytest.mark.parametrize("case", ["sru", "qrnn", "lrn-tanh", "olrn"])
+    def test_sim_float32_kernels_agree_with_the_exact_sigmoid_switched_on_and_off(case, monkeypatch):
+        """float32 with the fast sigmoid (default) and with MINIREC_CUDA_FAST_SIGMOID=0 both match
+        the reference within the float32 tolerance, and they differ: the switch reaches the kernel."""
+        from minirec.kernels.cuda import _common
+
+        prefix, build = CASES[case]
+        forward, _ = _impls(prefix)
+        args, _ = build(np.random.default_rng(3), 11, 2, 3, np.float32, True)
+        fast = forward["cuda"](*args)
+        monkeypatch.setenv(_common.FAST_SIGMOID_VARIABLE, "0")
+        exact = forward["cuda"](*args)
+        expected = forward["reference"](*args)
+        _compare(fast, expected, np.float32, f"{case} fast sigmoid")
+        _compare(exact, expected, np.float32, f"{case} exact sigmoid")
+        assert any(a is not None and not np.array_equal(a, b) for a, b in zip(fast, exact))
 
     def test_sim_an_array_passed_twice_is_converted_once(monkeypatch):
         """`device_args` converts each distinct array once (a stand-in for an absent mask is often

@@ -56,6 +56,7 @@ from minirec.kernels import register_kernel
 from minirec.kernels.cuda._common import (
     MAX_BLOCK_THREADS,
     SPREAD_BLOCKS,
+    clamp_step,
     g_act,
     g_prime,
     launch,
@@ -178,6 +179,17 @@ def _bwd_a(kind, q1, mask, has_mask, t, b, j, one):
     if kind == MINGRU:
         return one - q1[t, b, j]  # a = 1 − z, as the reference backward
     return q1[t, b, j]  # f′ (minLSTM) or a (plain)
+
+
+@cuda.jit(device=True)
+def _advance(coeffs, state, t, b, j, h, gate_out, has_gate):
+    """One step of the forward recurrence from `_coeffs`' (a_t, b_t, gate_t): writes h_t (and the gate)."""
+    a, bb, gate = coeffs
+    state = a * state + bb
+    h[t, b, j] = state
+    if has_gate:
+        gate_out[t, b, j] = gate
+    return state
 
 
 # ---- the kernels ---------------------------------------------------------------------------------
@@ -314,33 +326,30 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
             state = h0[b, j] if has_h0 else zero
             if lanes > 1:
                 state = sA[idx] * state + sB[idx]
+            # software-pipelined as the column kernels (the comment above `sru.forward_kernel`)
+            last = hi - 1
+            C0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo, last), b, j, one)
+            C1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 1, last), b, j, one)
+            C2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 2, last), b, j, one)
+            C3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 3, last), b, j, one)
             t = lo
             while t + 4 <= hi:
-                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                a1, b1, g1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-                a2, b2, g2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-                a3, b3, g3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
-                state = a0 * state + b0
-                h[t, b, j] = state
-                state = a1 * state + b1
-                h[t + 1, b, j] = state
-                state = a2 * state + b2
-                h[t + 2, b, j] = state
-                state = a3 * state + b3
-                h[t + 3, b, j] = state
-                if has_gate:
-                    gate_out[t, b, j] = g0
-                    gate_out[t + 1, b, j] = g1
-                    gate_out[t + 2, b, j] = g2
-                    gate_out[t + 3, b, j] = g3
+                N0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 4, last), b, j, one)
+                N1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 5, last), b, j, one)
+                N2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 6, last), b, j, one)
+                N3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 7, last), b, j, one)
+                state = _advance(C0, state, t, b, j, h, gate_out, has_gate)
+                state = _advance(C1, state, t + 1, b, j, h, gate_out, has_gate)
+                state = _advance(C2, state, t + 2, b, j, h, gate_out, has_gate)
+                state = _advance(C3, state, t + 3, b, j, h, gate_out, has_gate)
+                C0, C1, C2, C3 = N0, N1, N2, N3
                 t += 4
-            while t < hi:
-                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                state = a0 * state + b0
-                h[t, b, j] = state
-                if has_gate:
-                    gate_out[t, b, j] = g0
-                t += 1
+            if t < hi:
+                state = _advance(C0, state, t, b, j, h, gate_out, has_gate)
+            if t + 1 < hi:
+                state = _advance(C1, state, t + 1, b, j, h, gate_out, has_gate)
+            if t + 2 < hi:
+                state = _advance(C2, state, t + 2, b, j, h, gate_out, has_gate)
 
     return _scan_forward_kernel
 

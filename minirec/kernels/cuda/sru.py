@@ -11,13 +11,15 @@ from minirec import backend
 from minirec.kernels import register_kernel
 from minirec.kernels import sru as _ref
 from minirec.kernels.cuda._common import (
+    clamp_step,
     column_grid,
     column_of,
     fast_path,
+    fast_sigmoid_for,
+    gate,
     launch,
     or_stand_in,
     prepare,
-    sigmoid,
 )
 
 
@@ -32,13 +34,13 @@ def _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one):
 
 
 @cuda.jit(device=True)
-def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, out):
+def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, fast, out):
     x_t, u_f, u_r, s, m = L
-    f_t = sigmoid(u_f + bf + vf * c_prev, one)  # (1)
+    f_t = gate(u_f + bf + vf * c_prev, one, fast)  # (1)
     c_t = f_t * c_prev + (one - f_t) * x_t  # (2)
     if m == 0:
         c_t = c_prev  # padded: carry the state
-    r_t = sigmoid(u_r + br + vr * c_prev, one)  # (3)
+    r_t = gate(u_r + br + vr * c_prev, one, fast)  # (3)
     out[0, t, b, j] = (r_t * (c_t * d) + (one - r_t) * (alpha * s)) * m  # (4), 0 at padding: h
     out[1, t, b, j] = c_t
     out[2, t, b, j] = f_t
@@ -46,9 +48,15 @@ def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, out):
     return c_t
 
 
+# The loops over time run in groups of four steps, software-pipelined: the next group's loads are
+# issued before this group's arithmetic, which depends step to step on the state, so a thread
+# waits on memory once per sequence instead of once per group (the compiler cannot move the loads
+# above the stores of the outputs itself: it cannot prove that they do not alias). Loads past the
+# end reread the last step (`clamp_step`) and are dropped; the last < 4 steps use the loads at hand.
 @functools.cache
-def forward_kernel(has_mask, has_drop):
-    """The SRU forward with or without mask and dropout mask, compiled as constants (no unused branch)."""
+def forward_kernel(has_mask, has_drop, fast=False):
+    """The SRU forward with or without mask and dropout mask, with the exact or the fast sigmoid,
+    compiled as constants (no unused branch)."""
 
     @cuda.jit(cache=True)
     def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, out):
@@ -67,21 +75,29 @@ def forward_kernel(has_mask, has_drop):
         br = b_r[j]
         d = drop[b, j] if has_drop else one
         state = c0[b, j]
+        last = T - 1
+        L0 = _sru_load(U, x_skip, mask, has_mask, 0, b, j, H, one)
+        L1 = _sru_load(U, x_skip, mask, has_mask, clamp_step(1, last), b, j, H, one)
+        L2 = _sru_load(U, x_skip, mask, has_mask, clamp_step(2, last), b, j, H, one)
+        L3 = _sru_load(U, x_skip, mask, has_mask, clamp_step(3, last), b, j, H, one)
         t = 0
         while t + 4 <= T:
-            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-            L1 = _sru_load(U, x_skip, mask, has_mask, t + 1, b, j, H, one)
-            L2 = _sru_load(U, x_skip, mask, has_mask, t + 2, b, j, H, one)
-            L3 = _sru_load(U, x_skip, mask, has_mask, t + 3, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, out)
-            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, out)
-            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, out)
-            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, out)
+            N0 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 4, last), b, j, H, one)
+            N1 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 5, last), b, j, H, one)
+            N2 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 6, last), b, j, H, one)
+            N3 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 7, last), b, j, H, one)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t += 4
-        while t < T:
-            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, out)
-            t += 1
+        if t < T:
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+        if t + 1 < T:
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+        if t + 2 < T:
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
 
     return _sru_forward_kernel
 
@@ -116,7 +132,8 @@ def _sru_bemit(L, t, b, j, H, carry, sums, vf, vr, d, alpha, one, grad_U3, grad_
 
 @functools.cache
 def backward_kernel(has_mask, has_drop):
-    """The SRU backward with or without mask and dropout mask, compiled as constants."""
+    """The SRU backward with or without mask and dropout mask, compiled as constants; software-
+    pipelined backwards in time as the forward (the comment above `forward_kernel`)."""
 
     @cuda.jit(cache=True)
     def _sru_backward_kernel(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, drop, alpha, grad_U3,
@@ -135,21 +152,29 @@ def backward_kernel(has_mask, has_drop):
         d = drop[b, j] if has_drop else one
         carry = grad_c_last[b, j]
         sums = (zero, zero, zero, zero)
-        t = T - 1
+        last = T - 1
+        t = last
+        L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+        L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 1, last), b, j, one)
+        L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 2, last), b, j, one)
+        L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 3, last), b, j, one)
         while t - 3 >= 0:
-            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
-            L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 1, b, j, one)
-            L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 2, b, j, one)
-            L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 3, b, j, one)
+            N0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 4, last), b, j, one)
+            N1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 5, last), b, j, one)
+            N2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 6, last), b, j, one)
+            N3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 7, last), b, j, one)
             carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L3, t - 3, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t -= 4
-        while t >= 0:
-            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+        if t >= 0:
             carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-            t -= 1
+        if t - 1 >= 0:
+            carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+        if t - 2 >= 0:
+            carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
         grad_c0[b, j] = carry
         partial[b, j] = sums[0]
         partial[b, H + j] = sums[1]
@@ -169,7 +194,8 @@ def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     T, (B, H) = U.shape[0], c0.shape
     out = xp.empty((4, T, B, H), dtype=U.dtype)
     grid, block = column_grid(B * H)
-    launch(forward_kernel(mask is not None, drop is not None), grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
+    kernel = forward_kernel(mask is not None, drop is not None, fast_sigmoid_for(U.dtype))
+    launch(kernel, grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
            or_stand_in(mask, c0), or_stand_in(drop, c0), float(alpha), out)
     h, c, f, r = out
     return h, c, f, r
