@@ -134,6 +134,17 @@ def _matrix_cell(name, width):
     return build
 
 
+def _gru_reset_after(rng, T, B, H, dtype, masked):
+    args = (_r(rng, (T, B, 3 * H), dtype), _r(rng, (H, 3 * H), dtype, H ** -0.5), _r(rng, H, dtype, 0.5),
+            _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
+
+    def backward(out):
+        h, gates = out
+        _, U, _, h0, mask = args
+        return (U, h0, mask, h, gates, _r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype))
+    return args, backward
+
+
 def _lstm(rng, T, B, H, dtype, masked):
     args = (_r(rng, (T, B, 4 * H), dtype), _r(rng, (H, 4 * H), dtype, H ** -0.5), _r(rng, (B, H), dtype, 0.5),
             _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
@@ -182,6 +193,7 @@ CASES = {
     "minlstm-parallel-g": ("minlstm", _minlstm("parallel", True)),
     "minlstm-log": ("minlstm", _minlstm("log", True)),
     "gru": ("gru", _matrix_cell("gru", lambda H: 3 * H)),
+    "gru-reset-after": ("gru_reset_after", _gru_reset_after),
     "mgu": ("mgu", _matrix_cell("mgu", lambda H: 2 * H)),
     "sgu": ("sgu", _matrix_cell("sgu", lambda H: H + 2)),
     "lstm": ("lstm", _lstm),
@@ -587,7 +599,7 @@ if not INNER:
     @pytest.mark.parametrize("case", list(CASES))
     def test_cuda_kernel_matches_reference(case, dtype, masked):
         cp = backend._cupy()
-        T, B, H = (37, 6, 70) if case in ("gru", "mgu", "sgu", "lstm", "atr") else (301, 16, 200)
+        T, B, H = (37, 6, 70) if case in ("gru", "gru-reset-after", "mgu", "sgu", "lstm", "atr") else (301, 16, 200)
         _check_case(case, T, B, H, dtype, masked, device=cp.asarray)
 
     @pytest.mark.cuda
@@ -768,7 +780,8 @@ if INNER:
         assert [x is a for x in converted] == [True, False, False] and converted[1] is b
 
     # kernel launches and cuBLAS products per call of the matrix cells, and array conversions per call
-    _MATRIX_STEP_COST = {"lstm": (1, 1), "atr": (1, 1), "sgu": (1, 1), "gru": (2, 2), "mgu": (2, 2)}
+    _MATRIX_STEP_COST = {"lstm": (1, 1), "atr": (1, 1), "sgu": (1, 1), "gru-reset-after": (1, 1), "gru": (2, 2),
+                         "mgu": (2, 2)}
 
     @pytest.mark.parametrize("case", list(_MATRIX_STEP_COST))
     def test_sim_matrix_cells_cost_one_product_and_one_launch_per_step(case, monkeypatch):

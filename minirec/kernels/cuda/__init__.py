@@ -23,7 +23,7 @@ Three shapes of kernel
   runs the log-space scan forward (its gradient is the linear one, see kernels/minrnn.py).
 * **Recurrences through a matrix** (GRU, LSTM, MGU, SGU, ATR): h_{t−1} U is a CuPy (cuBLAS)
   matmul per step; everything elementwise around it is one fused kernel per step (two for GRU
-  and MGU, whose reset gate sits between two products). Each kernel is bound once per call
+  and MGU, whose reset gate sits between two products; one for the reset-after GRU). Each kernel is bound once per call
   (`_common.bind`: arrays converted once) and relaunched with the step index alone, which keeps
   the per-launch cost to the dispatcher's minimum.
 
@@ -56,6 +56,8 @@ from minirec.kernels.cuda.matrix import (
     atr_forward,
     gru_backward,
     gru_forward,
+    gru_reset_after_backward,
+    gru_reset_after_forward,
     lstm_backward,
     lstm_forward,
     mgu_backward,
@@ -74,5 +76,6 @@ __all__ = [
     "lrn_forward", "lrn_backward", "glrn_forward", "glrn_backward", "elrn_forward", "elrn_backward",
     "olrn_forward", "olrn_backward", "mingru_forward", "mingru_backward", "minlstm_forward", "minlstm_backward",
     "linear_scan_forward", "linear_scan_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+    "gru_reset_after_forward", "gru_reset_after_backward",
     "mgu_forward", "mgu_backward", "sgu_forward", "sgu_backward", "atr_forward", "atr_backward",
 ]

@@ -341,6 +341,119 @@ def gru_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
                                  gru_back_a_kernel, gru_back_b_kernel)
 
 
+# ---- GRU, reset after (cuDNN's and torch's form): gates [z | r | h̃ | n], one product per step ------
+# n = h_{t−1} U_h + b_n is gated after the product, so all three column blocks of U multiply the
+# same h_{t−1}: one cuBLAS product and one fused kernel per step, forward and backward.
+@functools.cache
+def gru_ra_step_kernel(has_mask):
+    @cuda.jit(cache=True)
+    def _gru_ra_step_kernel(x_proj, s, b_n, h0, mask, h, gates, t):
+        """z, r, n = s[n] + b_n, h̃ = tanh(x_proj[t, h̃] + r n) and h_t of step t, s = h_{t−1} U."""
+        B = h0.shape[0]
+        H = h0.shape[1]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = h0.dtype.type(1.0)
+        h_prev = _prev(h0, h, t, b, j)
+        z = sigmoid(x_proj[t, b, j] + s[b, j], one)
+        r = sigmoid(x_proj[t, b, H + j] + s[b, H + j], one)
+        n = s[b, 2 * H + j] + b_n[j]
+        h_tilde = math.tanh(x_proj[t, b, 2 * H + j] + r * n)
+        h_new = (one - z) * h_prev + z * h_tilde
+        if has_mask:
+            if mask[t, b] == 0:
+                h_new = h_prev
+        gates[t, b, j] = z
+        gates[t, b, H + j] = r
+        gates[t, b, 2 * H + j] = h_tilde
+        gates[t, b, 3 * H + j] = n
+        h[t, b, j] = h_new
+
+    return _gru_ra_step_kernel
+
+
+@functools.cache
+def gru_ra_back_kernel(has_mask):
+    @cuda.jit(cache=True)
+    def _gru_ra_back_kernel(h0, h, gates, mask, grad_y, through, keep, grad_x_proj, grad_rec, t):
+        """Step t of BPTT: δ = through (= [∂a_z | ∂a_r | ∂n]_{t+1} Uᵀ) + keep; writes ∂x_proj[t],
+        [∂a_z | ∂a_r | ∂n] into grad_rec[t] for the next product, and keep = δ's part not through U."""
+        B = h0.shape[0]
+        H = h0.shape[1]
+        active, b, j = column_of(B, H)
+        if not active:
+            return
+        one = h0.dtype.type(1.0)
+        dl = through[b, j] + keep[b, j]
+        m = mask[t, b] if has_mask else one
+        dl = dl + m * grad_y[t, b, j]
+        dh = m * dl
+        z = gates[t, b, j]
+        r = gates[t, b, H + j]
+        h_tilde = gates[t, b, 2 * H + j]
+        n = gates[t, b, 3 * H + j]
+        da_h = dh * z * (one - h_tilde * h_tilde)
+        da_z = dh * (h_tilde - _prev(h0, h, t, b, j)) * z * (one - z)
+        da_r = da_h * n * r * (one - r)
+        grad_x_proj[t, b, j] = da_z
+        grad_x_proj[t, b, H + j] = da_r
+        grad_x_proj[t, b, 2 * H + j] = da_h
+        grad_rec[t, b, j] = da_z
+        grad_rec[t, b, H + j] = da_r
+        grad_rec[t, b, 2 * H + j] = da_h * r
+        keep[b, j] = dh * (one - z) + (one - m) * dl
+
+    return _gru_ra_back_kernel
+
+
+@register_kernel("gru_reset_after_forward", "cuda")
+def gru_reset_after_forward(x_proj, U, b_n, h0, mask):
+    """`minirec.kernels.gru.gru_reset_after_forward` on the GPU: returns (h, gates)."""
+    if not fast_path(x_proj, U, b_n, h0):
+        return _ref_gru.gru_reset_after_forward(x_proj, U, b_n, h0, mask)
+    xp = backend.get_xp(x_proj, U, b_n, h0)
+    x_proj, b_n, h0, mask = prepare(xp, x_proj, b_n, h0, mask)
+    U = xp.ascontiguousarray(U)
+    T, B, H3 = x_proj.shape
+    H = H3 // 3
+    dtype = x_proj.dtype
+    h = xp.empty((T, B, H), dtype=dtype)
+    gates = xp.empty((T, B, 4 * H), dtype=dtype)
+    s = xp.empty((B, 3 * H), dtype=dtype)
+    step = bind(gru_ra_step_kernel(mask is not None), *column_grid(B * H), x_proj, s, b_n, h0, or_stand_in(mask, h0),
+                h, gates)
+    for t in range(T):
+        xp.matmul(_h_prev(h0, h, t), U, out=s)
+        step(t)
+    return h, gates
+
+
+@register_kernel("gru_reset_after_backward", "cuda")
+def gru_reset_after_backward(U, h0, mask, h, gates, grad_y, grad_h_last):
+    """`minirec.kernels.gru.gru_reset_after_backward` on the GPU: returns (grad_x_proj, grad_U,
+    grad_b_n, grad_h0)."""
+    if not fast_path(U, h0, h, grad_y):
+        return _ref_gru.gru_reset_after_backward(U, h0, mask, h, gates, grad_y, grad_h_last)
+    xp = backend.get_xp(U, h0, h, grad_y)
+    h0, mask, h, gates, grad_y = prepare(xp, h0, mask, h, gates, grad_y)
+    T, B, H = h.shape
+    dtype = h.dtype
+    U_T = xp.ascontiguousarray(U.T)
+    grad_x_proj = xp.empty((T, B, 3 * H), dtype=dtype)
+    grad_rec = xp.empty((T, B, 3 * H), dtype=dtype)
+    through, keep = _start_of_backward(xp, grad_h_last, B, H, dtype)
+    step = bind(gru_ra_back_kernel(mask is not None), *column_grid(B * H), h0, h, gates, or_stand_in(mask, h0),
+                grad_y, through, keep, grad_x_proj, grad_rec)
+    for t in range(T - 1, -1, -1):
+        step(t)
+        xp.matmul(grad_rec[t], U_T, out=through)
+    flat = grad_rec.reshape(T * B, 3 * H)
+    h_prev_all = xp.concatenate([h0[None], h[:-1]], axis=0)
+    grad_U = h_prev_all.reshape(T * B, H).T @ flat
+    return grad_x_proj, grad_U, flat[:, 2 * H:].sum(axis=0), through + keep
+
+
 # ---- MGU ----------------------------------------------------------------------------------------
 @cuda.jit(cache=True)
 def _mgu_gate_kernel(x_proj, s_f, h0, h, gates, fh, t):
