@@ -332,6 +332,19 @@ if not INNER:
         assert " passed" in proc.stdout, report
         print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
 
+    def test_column_blocks_of_one_projection_share_their_parent():
+        from minirec.kernels.cuda._common import column_blocks
+
+        u = np.arange(4 * 2 * 7, dtype=np.float64).reshape(4, 2, 7)  # base: a 1-D array, reshaped once
+        k, x_tilde, other = u[..., :3], u[..., 3:], np.zeros((4, 2, 3))
+        (pk, px, po, none), offsets = column_blocks(k, x_tilde, other, None)
+        assert pk is px and pk.shape == (4, 2, 7) and offsets == (0, 3, 0, 0)
+        assert po is other and none is None
+        np.testing.assert_array_equal(px[..., 3:], x_tilde)
+        strided = u[:, :, ::2]  # not a block of columns: read as it is
+        (p,), offsets = column_blocks(strided)
+        assert p is strided and offsets == (0,)
+
     def test_no_block_exceeds_what_a_gpu_can_launch():
         """A block of more than 256 threads at 40-100 registers each exceeds an SM's register file:
         it launches in the simulator and fails on a GPU, so no plan may produce one."""
@@ -555,7 +568,7 @@ if not INNER:
         from minirec.kernels.cuda import scan
 
         f3, f2 = numba.float32[:, :, :], numba.float32[:, :]
-        signature = (f3, f3, f3, f2, f2, numba.int64, f3, f3)
+        signature = (f3, f3, f3, numba.types.UniTuple(numba.int64, 3), f2, f2, numba.int64, f3, f3)
 
         def ptx(*flags):
             text, _ = numba_cuda.compile_ptx(scan.forward_kernel(*flags).py_func, signature, cc=(9, 0))
@@ -778,6 +791,30 @@ if INNER:
         out = _common.device_args(a, b, a, 2.5, b)
         assert out == (("view", id(a)), ("view", id(b)), ("view", id(a)), ("view", id(2.5)), ("view", id(b)))
         assert [x is a for x in converted] == [True, False, False] and converted[1] is b
+
+    def test_sim_column_blocks_of_one_projection_are_converted_once(monkeypatch):
+        """minGRU's k and x̃ as blocks of one projection u: u, h0, h and z converted (4 arrays); as
+        separate arrays, one more."""
+        from minirec.kernels.cuda import _common, minrnn
+
+        converted = []
+        as_simulated = _common._as_simulated
+        def counting(a):
+            if isinstance(a, np.ndarray):
+                converted.append(a)
+            return as_simulated(a)
+
+        monkeypatch.setattr(_common, "_as_simulated", counting)
+        rng = np.random.default_rng(0)
+        u = rng.standard_normal((5, 2, 6))
+        h0 = rng.uniform(0.2, 1.0, (2, 3))
+        from_blocks = minrnn.mingru_forward(u[..., :3], u[..., 3:], h0)
+        assert len(converted) == 4 and any(a is u for a in converted)
+        converted.clear()
+        from_copies = minrnn.mingru_forward(u[..., :3].copy(), u[..., 3:].copy(), h0)
+        assert len(converted) == 5
+        for a, b in zip(from_blocks, from_copies):
+            np.testing.assert_array_equal(a, b)
 
     # kernel launches and cuBLAS products per call of the matrix cells, and array conversions per call
     _MATRIX_STEP_COST = {"lstm": (1, 1), "atr": (1, 1), "sgu": (1, 1), "gru-reset-after": (1, 1), "gru": (2, 2),

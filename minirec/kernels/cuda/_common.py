@@ -150,6 +150,41 @@ def positive_strides(xp, array):
     return array
 
 
+def _address(array):
+    data = array.data
+    return data.ptr if hasattr(data, "ptr") else array.ctypes.data  # CuPy's MemoryPointer, or NumPy
+
+
+def column_blocks(*views):
+    """(parents, offsets) with ``views[i][t, b, j] == parents[i][t, b, offsets[i] + j]``.
+
+    The cells pass column blocks of one projection (minGRU's k and x̃ are u[..., :H] and u[..., H:]):
+    blocks of one C-contiguous (T, B, W) array get that array itself as parent, one object, which
+    `device_args` converts once instead of once per block. Anything else (None included) is its own
+    parent at offset 0. The kernels then read column ``offsets[i] + j`` (as the CPU kernels do,
+    `minirec.kernels.cpu._common.columns`).
+    """
+    parents, offsets, shaped = [], [], {}
+    for view in views:
+        parent, offset = view, 0
+        base = getattr(view, "base", None)
+        if (base is not None and getattr(base, "dtype", None) == view.dtype and view.ndim == 3 and view.size
+                and base.flags.c_contiguous):
+            T, B, H = view.shape
+            item = view.itemsize
+            W, rest = divmod(view.strides[1], item)
+            if rest == 0 and view.strides == (B * W * item, W * item, item) and base.size == T * B * W:
+                whole = shaped.get(id(base))
+                if whole is None:  # one object per parent, so that the blocks share its conversion
+                    whole = shaped[id(base)] = base if base.shape == (T, B, W) else base.reshape(T, B, W)
+                start, rest = divmod(_address(view) - _address(whole), item)
+                if rest == 0 and 0 <= start <= W - H:
+                    parent, offset = whole, start
+        parents.append(parent)
+        offsets.append(offset)
+    return parents, tuple(offsets)
+
+
 def fast_path(*arrays):
     """True when the kernels apply: float32/float64 arrays with no empty axis (else the reference
     loop, array-agnostic, handles the corner case)."""

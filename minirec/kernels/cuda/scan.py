@@ -57,6 +57,7 @@ from minirec.kernels.cuda._common import (
     MAX_BLOCK_THREADS,
     SPREAD_BLOCKS,
     clamp_step,
+    column_blocks,
     g_act,
     g_prime,
     launch,
@@ -117,26 +118,31 @@ def plan(T, columns, lanes=None):
 
 # ---- coefficient providers -----------------------------------------------------------------------
 @cuda.jit(device=True)
-def _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one):
-    """(a_t, b_t, gate_t) of column (b, j); gate: z (minGRU), f′ (minLSTM), a (plain)."""
+def _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one):
+    """(a_t, b_t, gate_t) of column (b, j); gate: z (minGRU), f′ (minLSTM), a (plain). ``src`` =
+    (p1, p2, p3, offsets): p_i's column j is parent p_i's column offsets[i] + j (`column_blocks`)."""
+    p1, p2, p3, offsets = src
+    j1 = offsets[0] + j
+    j2 = offsets[1] + j
+    j3 = offsets[2] + j
     zero = one - one
     if kind == MINGRU:
-        k = p1[t, b, j]
-        x = p2[t, b, j]
+        k = p1[t, b, j1]
+        x = p2[t, b, j2]
         gate = sigmoid(k, one)
         a = sigmoid(-k, one)  # 1 − z, exact where z rounds to 1
         v = g_act(x, one) if applies_g else x
         bb = gate * v
     elif kind == MINLSTM:
-        d = softplus(-p2[t, b, j], one) - softplus(-p1[t, b, j], one)  # log f − log i
-        x = p3[t, b, j]
+        d = softplus(-p2[t, b, j2], one) - softplus(-p1[t, b, j1], one)  # log f − log i
+        x = p3[t, b, j3]
         gate = sigmoid(d, one)
         a = gate
         v = g_act(x, one) if applies_g else x
         bb = sigmoid(-d, one) * v
     else:
-        a = p1[t, b, j]
-        bb = p2[t, b, j]
+        a = p1[t, b, j1]
+        bb = p2[t, b, j2]
         gate = a
     if has_mask:
         if mask[t, b] == 0:
@@ -146,22 +152,26 @@ def _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one):
 
 
 @cuda.jit(device=True)
-def _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf):
+def _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf):
     """(log a_t, log b_t, gate_t) for the log-space scan (g always applies to the candidate)."""
+    p1, p2, p3, offsets = src
+    j1 = offsets[0] + j
+    j2 = offsets[1] + j
+    j3 = offsets[2] + j
     zero = one - one
     if kind == MINGRU:
-        k = p1[t, b, j]
+        k = p1[t, b, j1]
         gate = sigmoid(k, one)
         la = -softplus(k, one)  # log(1 − z)
-        lb = -softplus(-k, one) + log_g(p2[t, b, j], one)  # log z + log g(x̃)
+        lb = -softplus(-k, one) + log_g(p2[t, b, j2], one)  # log z + log g(x̃)
     elif kind == MINLSTM:
-        d = softplus(-p2[t, b, j], one) - softplus(-p1[t, b, j], one)
+        d = softplus(-p2[t, b, j2], one) - softplus(-p1[t, b, j1], one)
         gate = sigmoid(d, one)
         la = -softplus(-d, one)  # log f′
-        lb = -softplus(d, one) + log_g(p3[t, b, j], one)  # log i′ + log g(x̃)
+        lb = -softplus(d, one) + log_g(p3[t, b, j3], one)  # log i′ + log g(x̃)
     else:
-        la = p1[t, b, j]
-        lb = p2[t, b, j]
+        la = p1[t, b, j1]
+        lb = p2[t, b, j2]
         gate = la
     if has_mask:
         if mask[t, b] == 0:
@@ -288,8 +298,9 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
     """The forward block scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_forward_kernel(p1, p2, p3, mask, h0, lanes, h, gate_out):
+    def _scan_forward_kernel(p1, p2, p3, offsets, mask, h0, lanes, h, gate_out):
         """h_t = a_t h_{t−1} + b_t for every column; writes h (T, B, H) and, if has_gate, the gate."""
+        src = (p1, p2, p3, offsets)
         sA = cuda.shared.array(MAX_THREADS, h.dtype)
         sB = cuda.shared.array(MAX_THREADS, h.dtype)
         one = h.dtype.type(1.0)
@@ -305,15 +316,15 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
             if active:
                 t = lo
                 while t + 4 <= hi:  # four steps' loads in flight before the dependent updates
-                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                    a1, b1, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-                    a2, b2, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-                    a3, b3, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
+                    a0, b0, _ = _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one)
+                    a1, b1, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 1, b, j, one)
+                    a2, b2, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 2, b, j, one)
+                    a3, b3, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 3, b, j, one)
                     Bv = a3 * (a2 * (a1 * (a0 * Bv + b0) + b1) + b2) + b3
                     A = A * a0 * a1 * a2 * a3
                     t += 4
                 while t < hi:
-                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                    a0, b0, _ = _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one)
                     Bv = a0 * Bv + b0
                     A = A * a0
                     t += 1
@@ -328,16 +339,16 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
                 state = sA[idx] * state + sB[idx]
             # software-pipelined as the column kernels (the comment above `sru.forward_kernel`)
             last = hi - 1
-            C0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo, last), b, j, one)
-            C1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 1, last), b, j, one)
-            C2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 2, last), b, j, one)
-            C3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(lo + 3, last), b, j, one)
+            C0 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo, last), b, j, one)
+            C1 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 1, last), b, j, one)
+            C2 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 2, last), b, j, one)
+            C3 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 3, last), b, j, one)
             t = lo
             while t + 4 <= hi:
-                N0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 4, last), b, j, one)
-                N1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 5, last), b, j, one)
-                N2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 6, last), b, j, one)
-                N3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, clamp_step(t + 7, last), b, j, one)
+                N0 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 4, last), b, j, one)
+                N1 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 5, last), b, j, one)
+                N2 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 6, last), b, j, one)
+                N3 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 7, last), b, j, one)
                 state = _advance(C0, state, t, b, j, h, gate_out, has_gate)
                 state = _advance(C1, state, t + 1, b, j, h, gate_out, has_gate)
                 state = _advance(C2, state, t + 2, b, j, h, gate_out, has_gate)
@@ -359,12 +370,13 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
     """The log-space forward scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_log_forward_kernel(p1, p2, p3, mask, h0, lanes, out, gate_out):
+    def _scan_log_forward_kernel(p1, p2, p3, offsets, mask, h0, lanes, out, gate_out):
         """The log-space scan: log h_t = logaddexp(log a_t + log h_{t−1}, log b_t).
 
         ``has_h0``: h0 holds log h0 (plain) or h0 itself (minGRU/minLSTM, > 0); without it log h0 =
         −∞. Writes log h to ``out``, or h = exp(log h) if ``out_exp``.
         """
+        src = (p1, p2, p3, offsets)
         sA = cuda.shared.array(MAX_THREADS, out.dtype)
         sB = cuda.shared.array(MAX_THREADS, out.dtype)
         one = out.dtype.type(1.0)
@@ -379,7 +391,7 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
             LB = neg_inf
             if active:
                 for t in range(lo, hi):
-                    la, lb, _ = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                    la, lb, _ = _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf)
                     LB = logaddexp(la + LB, lb)
                     LA = LA + la
             sA[idx] = LA
@@ -392,7 +404,7 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
             if lanes > 1:
                 state = logaddexp(sA[idx] + state, sB[idx])
             for t in range(lo, hi):
-                la, lb, gate = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                la, lb, gate = _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf)
                 state = logaddexp(la + state, lb)
                 out[t, b, j] = math.exp(state) if out_exp else state
                 if has_gate:
@@ -402,7 +414,7 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
 
 
 @cuda.jit(device=True)
-def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0, one,
+def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, offsets, mask, has_mask, applies_g, h, h0, has_h0, one,
                  o1, o2, o3):
     """Write the gradients of step t given g_t = ∂L/∂h_t (total) and ā_t."""
     zero = one - one
@@ -418,20 +430,23 @@ def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h,
         if mask[t, b] == 0:
             grad_b = zero
             grad_a = zero
+    j2 = offsets[0] + j  # q2..q4 are column blocks of their parents (`column_blocks`)
+    j3 = offsets[1] + j
+    j4 = offsets[2] + j
     if kind == MINGRU:
         z = q1[t, b, j]
-        x = q2[t, b, j]
+        x = q2[t, b, j2]
         v = g_act(x, one) if applies_g else x
         o1[t, b, j] = z * (one - z) * (grad_b * v - grad_a)
         o2[t, b, j] = grad_b * z * g_prime(x, one) if applies_g else grad_b * z
     elif kind == MINLSTM:
         fp = q1[t, b, j]
-        x = q4[t, b, j]
+        x = q4[t, b, j4]
         ip = one - fp
         v = g_act(x, one) if applies_g else x
         grad_d = fp * ip * (grad_a - grad_b * v)
-        o1[t, b, j] = grad_d * sigmoid(-q2[t, b, j], one)
-        o2[t, b, j] = -grad_d * sigmoid(-q3[t, b, j], one)
+        o1[t, b, j] = grad_d * sigmoid(-q2[t, b, j2], one)
+        o2[t, b, j] = -grad_d * sigmoid(-q3[t, b, j3], one)
         o3[t, b, j] = grad_b * ip * g_prime(x, one) if applies_g else grad_b * ip
     else:
         o1[t, b, j] = grad_a
@@ -443,7 +458,7 @@ def backward_kernel(kind, has_mask, applies_g, has_h0):
     """The backward block scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_backward_kernel(q1, q2, q3, q4, mask, h, h0, grad_h, lanes, o1, o2, o3, grad_h0):
+    def _scan_backward_kernel(q1, q2, q3, q4, offsets, mask, h, h0, grad_h, lanes, o1, o2, o3, grad_h0):
         """Reverse scan g_t = grad_h_t + ā_{t+1} g_{t+1}, then the gradients of every step.
 
         Lanes are combined last-to-first: lane y sits at slot (lanes − 1 − y) of the tree.
@@ -501,7 +516,7 @@ def backward_kernel(kind, has_mask, applies_g, has_h0):
             while t >= lo:
                 a_t = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
                 g = a_next * g + grad_h[t, b, j]
-                _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0,
+                _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, offsets, mask, has_mask, applies_g, h, h0, has_h0,
                              one, o1, o2, o3)
                 a_next = a_t
                 t -= 1
@@ -534,8 +549,9 @@ def scan_forward(kind, p1, p2, p3, h0, mask, applies_g=False, lanes=None, with_g
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = forward_kernel(kind, mask is not None, bool(applies_g), h0 is not None, has_gate)
     h0 = or_stand_in(h0, h[0])  # also the (never read) stand-in for an absent mask: one conversion
-    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), or_stand_in(mask, h0), h0, lanes, h,
-           or_stand_in(gate, h))
+    (p1, p2, p3), offsets = column_blocks(p1, p2, p3)
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), offsets, or_stand_in(mask, h0), h0,
+           lanes, h, or_stand_in(gate, h))
     return h, gate
 
 
@@ -552,8 +568,9 @@ def scan_log_forward(kind, p1, p2, p3, h0, mask, lanes=None, with_gate=True, exp
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = log_forward_kernel(kind, mask is not None, h0 is not None, bool(exp_out), has_gate)
     h0 = or_stand_in(h0, out[0])
-    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), or_stand_in(mask, h0), h0, lanes, out,
-           or_stand_in(gate, out))
+    (p1, p2, p3), offsets = column_blocks(p1, p2, p3)
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), offsets, or_stand_in(mask, h0), h0,
+           lanes, out, or_stand_in(gate, out))
     return out, gate
 
 
@@ -575,7 +592,8 @@ def scan_backward(kind, q1, q2, q3, q4, h, h0, grad_h, mask, applies_g=False, la
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = backward_kernel(kind, mask is not None, bool(applies_g), h0 is not None)
     h0 = or_stand_in(h0, grad_h0)
-    launch(kernel, grid, block, q1, or_stand_in(q2, q1), or_stand_in(q3, q1), or_stand_in(q4, q1),
+    (q2, q3, q4), offsets = column_blocks(q2, q3, q4)  # q1 is a gate the forward wrote: contiguous
+    launch(kernel, grid, block, q1, or_stand_in(q2, q1), or_stand_in(q3, q1), or_stand_in(q4, q1), offsets,
            or_stand_in(mask, h0), h, h0, grad_h, lanes, o1, o2, or_stand_in(o3, o2), grad_h0)
     return o1, o2, o3, grad_h0
 
