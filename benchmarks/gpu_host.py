@@ -49,7 +49,8 @@ def _cases(rng, dtype=np.float32):
     yield "qrnn", (r(T, B, 3 * H), r(3 * H), r(B, H), None, None), \
         lambda out, a: (r(T, B, H), r(B, H), a[2], None, *out[1:], None)
     yield "lrn", (r(T, B, 3 * H), r(B, H), None), lambda out, a: (a[0], a[1], *out, None, r(T, B, H), r(B, H))
-    yield "mingru", (r(T, B, H), r(T, B, H), np.abs(r(B, H)) + 0.1, None), \
+    u = r(T, B, 2 * H)  # k and x̃ as the cell passes them: column blocks of one projection
+    yield "mingru", (u[..., :H], u[..., H:], np.abs(r(B, H)) + 0.1, None), \
         lambda out, a: (r(T, B, H), out[0], a[2], out[1], a[1], None)
     yield "lstm", (r(T, B, 4 * H), r(H, 4 * H), r(B, H), r(B, H), None), \
         lambda out, a: (a[1], a[2], a[3], None, *out, r(T, B, H), r(B, H), r(B, H))
@@ -129,9 +130,9 @@ def main(argv=None):
     T, B, H = SHAPE
     print(f"CUDA kernel wrappers, launches stubbed: T={T} B={B} H={H} float32, NumPy standing in for CuPy")
     print(f"minirec at {Path(minirec.__file__).parent.parent}")
-    print(f"{'kernel':<22} {'launches':>8} {'arrays':>7} {'µs/call':>9} {'µs/step':>8}")
+    print(f"{'kernel':<24} {'launches':>8} {'arrays':>7} {'µs/call':>9} {'µs/step':>8}")
     for name, launches, arrays, us in rows:
-        print(f"{name:<22} {launches:>8} {arrays:>7} {us:>9.0f} {us / T:>8.1f}")
+        print(f"{name:<24} {launches:>8} {arrays:>7} {us:>9.0f} {us / T:>8.1f}")
     print(f"median of {args.repeats} rounds × {args.calls} calls; load average {os.getloadavg()[0]:.1f}")
     return 0
 

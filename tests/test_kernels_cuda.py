@@ -342,8 +342,26 @@ if not INNER:
         assert po is other and none is None
         np.testing.assert_array_equal(px[..., 3:], x_tilde)
         strided = u[:, :, ::2]  # not a block of columns: read as it is
-        (p,), offsets = column_blocks(strided)
-        assert p is strided and offsets == (0,)
+        (p, q), offsets = column_blocks(strided, x_tilde)
+        assert p is strided and q.shape == (4, 2, 7) and np.shares_memory(q, u) and offsets == (0, 3)
+        (q,), offsets = column_blocks(x_tilde)
+        assert q is x_tilde and offsets == (0,)  # a block alone: no conversion to save
+
+    def test_host_cost_benchmark_counts_launches_per_call():
+        """benchmarks/gpu_host.py (the launch and conversion counts of benchmarks/README.md) runs in
+        the simulator and refuses to run outside it."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        script = os.path.join(root, "benchmarks", "gpu_host.py")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_ENABLE_CUDASIM")}
+        refused = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "NUMBA_ENABLE_CUDASIM=1" in refused.stderr
+        done = subprocess.run([sys.executable, script, "--repeats", "1", "--calls", "1"],
+                              env={**env, "NUMBA_ENABLE_CUDASIM": "1"}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = {" ".join(line.split()[:-4]): line.split()[-4:] for line in done.stdout.splitlines()[3:-1]}
+        assert rows["lstm forward"][:2] == ["64", "7"]  # T launches; x_proj, s, h0, c0 (mask stand-in), h, c, gates
+        assert rows["gru forward"][0] == "128" and rows["gru_reset_after forward"][0] == "64"
+        assert rows["sru forward"][:2] == ["1", "8"]
 
     def test_no_block_exceeds_what_a_gpu_can_launch():
         """A block of more than 256 threads at 40-100 registers each exceeds an SM's register file:

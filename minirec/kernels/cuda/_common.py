@@ -151,33 +151,40 @@ def positive_strides(xp, array):
 
 
 def _address(array):
+    """The address of the first element: an attribute of CuPy's MemoryPointer; NumPy's through ctypes
+    (about 2 µs, which the NumPy stand-in measurements of benchmarks/gpu_host.py include)."""
     data = array.data
-    return data.ptr if hasattr(data, "ptr") else array.ctypes.data  # CuPy's MemoryPointer, or NumPy
+    return data.ptr if hasattr(data, "ptr") else array.ctypes.data
 
 
 def column_blocks(*views):
     """(parents, offsets) with ``views[i][t, b, j] == parents[i][t, b, offsets[i] + j]``.
 
     The cells pass column blocks of one projection (minGRU's k and x̃ are u[..., :H] and u[..., H:]):
-    blocks of one C-contiguous (T, B, W) array get that array itself as parent, one object, which
-    `device_args` converts once instead of once per block. Anything else (None included) is its own
-    parent at offset 0. The kernels then read column ``offsets[i] + j`` (as the CPU kernels do,
-    `minirec.kernels.cpu._common.columns`).
+    two or more blocks of one C-contiguous (T, B, W) array get that array itself as parent, one
+    object, which `device_args` converts once instead of once per block. Anything else (None
+    included, and a block alone: no conversion to save) is its own parent at offset 0. The kernels
+    then read column ``offsets[i] + j`` (as the CPU kernels do, `minirec.kernels.cpu._common.columns`).
     """
+    bases = [getattr(view, "base", None) for view in views]
+    shared = [base is not None and sum(other is base for other in bases) > 1 for base in bases]
+    if not any(shared):  # nothing to gain: keep the views (the kernels read strided views as well)
+        return list(views), (0,) * len(views)
     parents, offsets, shaped = [], [], {}
-    for view in views:
+    for view, base, in_shared in zip(views, bases, shared):
         parent, offset = view, 0
-        base = getattr(view, "base", None)
-        if (base is not None and getattr(base, "dtype", None) == view.dtype and view.ndim == 3 and view.size
+        if (in_shared and getattr(base, "dtype", None) == view.dtype and view.ndim == 3 and view.size
                 and base.flags.c_contiguous):
             T, B, H = view.shape
             item = view.itemsize
             W, rest = divmod(view.strides[1], item)
             if rest == 0 and view.strides == (B * W * item, W * item, item) and base.size == T * B * W:
-                whole = shaped.get(id(base))
-                if whole is None:  # one object per parent, so that the blocks share its conversion
-                    whole = shaped[id(base)] = base if base.shape == (T, B, W) else base.reshape(T, B, W)
-                start, rest = divmod(_address(view) - _address(whole), item)
+                known = shaped.get(id(base))
+                if known is None:  # one object per parent, so that the blocks share its conversion
+                    whole = base if base.shape == (T, B, W) else base.reshape(T, B, W)
+                    known = shaped[id(base)] = whole, _address(whole)
+                whole, address = known
+                start, rest = divmod(_address(view) - address, item)
                 if rest == 0 and 0 <= start <= W - H:
                     parent, offset = whole, start
         parents.append(parent)
