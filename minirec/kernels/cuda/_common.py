@@ -241,12 +241,13 @@ def sigmoid(x, one):
 
 # The fast sigmoid: 1 / (1 + e^−x) with the GPU's approximate exp (ex2.approx) and division
 # (div.approx), in float32 only. In the dependent chain of SRU's and LRN's steps it replaces the
-# IEEE division (div.rn, a subroutine with a slow path) and a branch: 33 PTX instructions instead of
-# 52 in float32 (sm_90). It cannot overflow: e^−x = inf gives 0, e^−x = 0 gives 1. Error bounds
-# (CUDA C Programming Guide, intrinsic functions): __expf 2 + ⌊1.173·|x|⌋ ulp, division 2 ulp, so
-# about 6e-6 relative for |x| ≤ 40 against the float32 tolerance of 3e-4 the kernel tests hold
-# (tests/test_kernels_cuda.py). The simulator has no intrinsics: it computes exactly and then adds
-# those worst-case errors, so its float32 tests run with the error budget of the real ones.
+# IEEE division (div.rn, a subroutine with a slow path) and a branch: a kernel computing one
+# sigmoid compiles to 33 PTX instructions instead of 52 in float32 (sm_90). It cannot overflow:
+# e^−x = inf gives 0, e^−x = 0 gives 1. Error bounds (CUDA C Programming Guide, intrinsic
+# functions): __expf 2 + ⌊1.173·|x|⌋ ulp, division 2 ulp, so about 6e-6 relative for |x| ≤ 40
+# against the float32 tolerance of 3e-4 the kernel tests hold (tests/test_kernels_cuda.py). The
+# simulator has no intrinsics: it computes exactly and then adds those worst-case errors, so its
+# float32 tests run with the error budget of the real ones.
 FAST_SIGMOID_VARIABLE = "MINIREC_CUDA_FAST_SIGMOID"  # "0": the exact sigmoid in float32 as well
 
 

@@ -49,9 +49,9 @@ def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, fast, out):
 
 
 # The loops over time run in groups of four steps, software-pipelined: the next group's loads are
-# issued before this group's arithmetic, which depends step to step on the state, so a thread
-# waits on memory once per sequence instead of once per group (the compiler cannot move the loads
-# above the stores of the outputs itself: it cannot prove that they do not alias). Loads past the
+# issued before this group's arithmetic, which depends step to step on the state, so they are in
+# flight while it computes instead of the thread stopping for them at each group (the compiler
+# cannot move the loads above the stores of the outputs itself: it cannot prove they do not alias). Loads past the
 # end reread the last step (`clamp_step`) and are dropped; the last < 4 steps use the loads at hand.
 @functools.cache
 def forward_kernel(has_mask, has_drop, fast=False):
