@@ -3,11 +3,14 @@ arrays' dtype, and the host-side preparation of arguments.
 
 Launching, CuPy and the simulator
 ---------------------------------
-`launch` converts each CuPy argument once with ``cuda.as_cuda_array(sync=False)`` (a zero-copy
-view; ``sync=False`` because the kernel is queued on CuPy's current stream, so no host wait is
-needed) and launches on that stream. Under ``NUMBA_ENABLE_CUDASIM=1`` (no GPU, no CuPy: the CPU
-test suite) the same functions take NumPy arrays and the kernels run in Numba's simulator.
-Nothing here imports CuPy or touches a GPU at import time.
+Every launch goes through `bind` (or `launch`, its one-shot form): it converts each distinct CuPy
+array once with ``cuda.as_cuda_array(sync=False)`` (a zero-copy view; ``sync=False`` because the
+kernel is queued on CuPy's current stream, so no host wait is needed) and launches on that
+stream, as often as the caller needs with new scalars (a matrix cell: once per step). Fewer
+arrays to convert: `or_stand_in` (an absent input's stand-in is an array passed anyway) and
+`column_blocks` (blocks of one projection as their parent). Under ``NUMBA_ENABLE_CUDASIM=1`` (no
+GPU, no CuPy: the CPU test suite) the same functions take NumPy arrays and the kernels run in
+Numba's simulator. Nothing here imports CuPy or touches a GPU at import time.
 """
 
 from __future__ import annotations
