@@ -765,7 +765,7 @@ if INNER:
     def test_sim_pipelined_loops_at_every_group_boundary(case, T):
         """The loops load the next group of four steps while computing this one: T = 4 (one group,
         its prefetch past the end), 8 (a prefetched group used, none left), 11 (two groups and a
-        tail of three from the last prefetch); forward and backward, masked (the scan: its forward)."""
+        tail of three from the last prefetch); forward and backward, masked."""
         _check_case(case, T, 2, 3, np.float64, True)
 
     def test_sim_fast_sigmoid_is_float32_only_and_can_be_turned_off(monkeypatch):

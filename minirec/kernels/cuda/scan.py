@@ -414,43 +414,67 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
 
 
 @cuda.jit(device=True)
-def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, offsets, mask, has_mask, applies_g, h, h0, has_h0, one,
-                 o1, o2, o3):
-    """Write the gradients of step t given g_t = ∂L/∂h_t (total) and ā_t."""
+def _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, t, b, j, one):
+    """What step t of the backward reads: (ā_t, real step?, ∂L/∂h_t direct, h_{t−1}, q2, q3, q4).
+    ``src`` = (q1, q2, q3, q4, offsets): q2..q4 are column blocks of their parents (`column_blocks`)."""
+    q1, q2, q3, q4, offsets = src
     zero = one - one
+    real = True
+    if has_mask:
+        real = mask[t, b] != 0
+    gate = q1[t, b, j]
+    if kind == MINGRU:
+        a = one - gate  # a = 1 − z, as the reference backward
+    else:
+        a = gate  # f′ (minLSTM) or a (plain)
+    if not real:
+        a = one
     if t > 0:
         h_prev = h[t - 1, b, j]
     elif has_h0:
         h_prev = h0[b, j]
     else:
         h_prev = zero
+    x2 = zero
+    x3 = zero
+    x4 = zero
+    if kind == MINGRU:
+        x2 = q2[t, b, offsets[0] + j]
+    elif kind == MINLSTM:
+        x2 = q2[t, b, offsets[0] + j]
+        x3 = q3[t, b, offsets[1] + j]
+        x4 = q4[t, b, offsets[2] + j]
+    return a, real, gate, grad_h[t, b, j], h_prev, x2, x3, x4
+
+
+@cuda.jit(device=True)
+def _bwd_step(kind, L, g, a_next, t, b, j, applies_g, one, o1, o2, o3):
+    """g_t = ā_{t+1} g_{t+1} + ∂L/∂h_t, then the gradients of step t; returns (g_t, ā_t)."""
+    a, real, gate, direct, h_prev, x2, x3, x4 = L
+    zero = one - one
+    g = a_next * g + direct
     grad_b = g
     grad_a = g * h_prev
-    if has_mask:
-        if mask[t, b] == 0:
-            grad_b = zero
-            grad_a = zero
-    j2 = offsets[0] + j  # q2..q4 are column blocks of their parents (`column_blocks`)
-    j3 = offsets[1] + j
-    j4 = offsets[2] + j
+    if not real:
+        grad_b = zero
+        grad_a = zero
     if kind == MINGRU:
-        z = q1[t, b, j]
-        x = q2[t, b, j2]
-        v = g_act(x, one) if applies_g else x
+        z = gate
+        v = g_act(x2, one) if applies_g else x2
         o1[t, b, j] = z * (one - z) * (grad_b * v - grad_a)
-        o2[t, b, j] = grad_b * z * g_prime(x, one) if applies_g else grad_b * z
+        o2[t, b, j] = grad_b * z * g_prime(x2, one) if applies_g else grad_b * z
     elif kind == MINLSTM:
-        fp = q1[t, b, j]
-        x = q4[t, b, j4]
+        fp = gate
         ip = one - fp
-        v = g_act(x, one) if applies_g else x
+        v = g_act(x4, one) if applies_g else x4
         grad_d = fp * ip * (grad_a - grad_b * v)
-        o1[t, b, j] = grad_d * sigmoid(-q2[t, b, j2], one)
-        o2[t, b, j] = -grad_d * sigmoid(-q3[t, b, j3], one)
-        o3[t, b, j] = grad_b * ip * g_prime(x, one) if applies_g else grad_b * ip
+        o1[t, b, j] = grad_d * sigmoid(-x2, one)
+        o2[t, b, j] = -grad_d * sigmoid(-x3, one)
+        o3[t, b, j] = grad_b * ip * g_prime(x4, one) if applies_g else grad_b * ip
     else:
         o1[t, b, j] = grad_a
         o2[t, b, j] = grad_b
+    return g, a
 
 
 @functools.cache
@@ -511,15 +535,32 @@ def backward_kernel(kind, has_mask, applies_g, has_h0):
             g = zero
             if lanes > 1:
                 g = sB[slot]  # A_prefix · 0 + B_prefix
+            # software-pipelined backwards in time (the comment above `sru.forward_kernel`)
+            src = (q1, q2, q3, q4, offsets)
             a_next = a_after
-            t = hi - 1
-            while t >= lo:
-                a_t = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
-                g = a_next * g + grad_h[t, b, j]
-                _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, offsets, mask, has_mask, applies_g, h, h0, has_h0,
-                             one, o1, o2, o3)
-                a_next = a_t
-                t -= 1
+            last = hi - 1
+            t = last
+            L0 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t, last), b, j, one)
+            L1 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 1, last), b, j, one)
+            L2 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 2, last), b, j, one)
+            L3 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 3, last), b, j, one)
+            while t - 3 >= lo:
+                N0 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 4, last), b, j, one)
+                N1 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 5, last), b, j, one)
+                N2 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 6, last), b, j, one)
+                N3 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 7, last), b, j, one)
+                g, a_next = _bwd_step(kind, L0, g, a_next, t, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L1, g, a_next, t - 1, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L2, g, a_next, t - 2, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L3, g, a_next, t - 3, b, j, applies_g, one, o1, o2, o3)
+                L0, L1, L2, L3 = N0, N1, N2, N3
+                t -= 4
+            if t >= lo:
+                g, a_next = _bwd_step(kind, L0, g, a_next, t, b, j, applies_g, one, o1, o2, o3)
+            if t - 1 >= lo:
+                g, a_next = _bwd_step(kind, L1, g, a_next, t - 1, b, j, applies_g, one, o1, o2, o3)
+            if t - 2 >= lo:
+                g, a_next = _bwd_step(kind, L2, g, a_next, t - 2, b, j, applies_g, one, o1, o2, o3)
             if lo == 0:
                 grad_h0[b, j] = a_next * g  # ā_1 g_1
 
