@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 SHAPES = ((512, 32, 512), (128, 64, 1024), (2048, 16, 512), (4096, 8, 256))
-# cell specs "name[:mode]" for the layer table (modes only for minGRU/minLSTM)
+# cell specs "name[:mode]" for the layer table (modes of minGRU/minLSTM; gru:reset_after, cuDNN's form)
 LAYERS = ("sru", "qrnn", "lrn", "glrn", "elrn", "olrn", "mingru", "mingru:sequential", "mingru:log",
-          "minlstm", "fofe", "gru", "lstm", "mgu", "sgu", "atr")
+          "minlstm", "fofe", "gru", "gru:reset_after", "lstm", "mgu", "sgu", "atr")
 KERNELS = ("sru", "qrnn", "lrn", "glrn", "elrn", "olrn", "mingru:sequential", "mingru:parallel", "mingru:log",
            "minlstm:parallel", "scan:blelloch", "scan:sequential", "scan:log")
 ANCHORS = ("torch-lstm", "torch-gru", "sru-package", "accelerated-scan", "minGRU-pytorch")
@@ -169,6 +169,8 @@ def nbytes(*arrays):
 # ---- layers --------------------------------------------------------------------------------------------
 def _cell_options(spec):
     name, _, mode = spec.partition(":")
+    if mode == "reset_after":
+        return name, {"reset_after": True}
     return name, ({"mode": mode} if mode else {})
 
 

@@ -71,7 +71,7 @@ fi
 
 step micro 60 python3 benchmarks/gpu_micro.py
 step tests 200 python3 -m pytest -m cuda -q -p no:cacheprovider -x --durations=5
-step bench 150 python3 benchmarks/gpu.py --shapes 512x32x512 --cells sru,lrn,mingru,lstm,gru \
+step bench 150 python3 benchmarks/gpu.py --shapes 512x32x512 --cells sru,lrn,mingru,lstm,gru,gru:reset_after \
     --kernels sru,mingru:parallel,scan:blelloch --anchors torch-lstm,torch-gru --budget 0.2 --max-iters 50 \
     --json "$out/gpu.json"
 

@@ -134,6 +134,17 @@ def _matrix_cell(name, width):
     return build
 
 
+def _gru_reset_after(rng, T, B, H, dtype, masked):
+    args = (_r(rng, (T, B, 3 * H), dtype), _r(rng, (H, 3 * H), dtype, H ** -0.5), _r(rng, H, dtype, 0.5),
+            _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
+
+    def backward(out):
+        h, gates = out
+        _, U, _, h0, mask = args
+        return (U, h0, mask, h, gates, _r(rng, (T, B, H), dtype), _r(rng, (B, H), dtype))
+    return args, backward
+
+
 def _lstm(rng, T, B, H, dtype, masked):
     args = (_r(rng, (T, B, 4 * H), dtype), _r(rng, (H, 4 * H), dtype, H ** -0.5), _r(rng, (B, H), dtype, 0.5),
             _r(rng, (B, H), dtype, 0.5), _mask(rng, T, B, dtype, masked))
@@ -182,6 +193,7 @@ CASES = {
     "minlstm-parallel-g": ("minlstm", _minlstm("parallel", True)),
     "minlstm-log": ("minlstm", _minlstm("log", True)),
     "gru": ("gru", _matrix_cell("gru", lambda H: 3 * H)),
+    "gru-reset-after": ("gru_reset_after", _gru_reset_after),
     "mgu": ("mgu", _matrix_cell("mgu", lambda H: 2 * H)),
     "sgu": ("sgu", _matrix_cell("sgu", lambda H: H + 2)),
     "lstm": ("lstm", _lstm),
@@ -249,6 +261,37 @@ def as_column_view(xp):
     return move
 
 
+FAST_SIGMOID_RTOL = 1e-5  # float32 fast sigmoid against the exact one, |x| ≤ 40 (kernels/cuda/_common.py)
+
+
+def _fast_sigmoid_values(x):
+    """`_common.fast_sigmoid` of the float32 array ``x``, run as a kernel (GPU or simulator)."""
+    from numba import cuda as numba_cuda
+
+    from minirec.kernels.cuda import _common
+
+    @numba_cuda.jit
+    def kernel(x, y):
+        active, _, i = _common.column_of(1, x.shape[0])
+        if active:
+            y[i] = _common.fast_sigmoid(x[i], x.dtype.type(1.0))
+
+    y = x.copy()
+    _common.launch(kernel, -(-x.size // 64), 64, x, y)
+    return y
+
+
+def _check_fast_sigmoid(to_numpy, xp):
+    from minirec.numerics import stable_sigmoid
+
+    x = np.linspace(-40, 40, 4001, dtype=np.float32)
+    exact = stable_sigmoid(np, x.astype(np.float64))
+    fast = to_numpy(_fast_sigmoid_values(xp.asarray(x)))
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=FAST_SIGMOID_RTOL, atol=0)
+    return fast, exact
+
+
 # ---- the plain process: import, registration, the simulator subprocess ------------------------------
 if not INNER:
 
@@ -288,6 +331,37 @@ if not INNER:
         assert proc.returncode == 0, f"simulator suite failed ({elapsed:.0f} s):\n{report}"
         assert " passed" in proc.stdout, report
         print(f"simulator suite: {proc.stdout.strip().splitlines()[-1]} ({elapsed:.1f} s)")
+
+    def test_column_blocks_of_one_projection_share_their_parent():
+        from minirec.kernels.cuda._common import column_blocks
+
+        u = np.arange(4 * 2 * 7, dtype=np.float64).reshape(4, 2, 7)  # base: a 1-D array, reshaped once
+        k, x_tilde, other = u[..., :3], u[..., 3:], np.zeros((4, 2, 3))
+        (pk, px, po, none), offsets = column_blocks(k, x_tilde, other, None)
+        assert pk is px and pk.shape == (4, 2, 7) and offsets == (0, 3, 0, 0)
+        assert po is other and none is None
+        np.testing.assert_array_equal(px[..., 3:], x_tilde)
+        strided = u[:, :, ::2]  # not a block of columns: read as it is
+        (p, q), offsets = column_blocks(strided, x_tilde)
+        assert p is strided and q.shape == (4, 2, 7) and np.shares_memory(q, u) and offsets == (0, 3)
+        (q,), offsets = column_blocks(x_tilde)
+        assert q is x_tilde and offsets == (0,)  # a block alone: no conversion to save
+
+    def test_host_cost_benchmark_counts_launches_per_call():
+        """benchmarks/gpu_host.py (the launch and conversion counts of benchmarks/README.md) runs in
+        the simulator and refuses to run outside it."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        script = os.path.join(root, "benchmarks", "gpu_host.py")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_ENABLE_CUDASIM")}
+        refused = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "NUMBA_ENABLE_CUDASIM=1" in refused.stderr
+        done = subprocess.run([sys.executable, script, "--repeats", "1", "--calls", "1"],
+                              env={**env, "NUMBA_ENABLE_CUDASIM": "1"}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = {" ".join(line.split()[:-4]): line.split()[-4:] for line in done.stdout.splitlines()[3:-1]}
+        assert rows["lstm forward"][:2] == ["64", "7"]  # T launches; x_proj, s, h0, c0 (mask stand-in), h, c, gates
+        assert rows["gru forward"][0] == "128" and rows["gru_reset_after forward"][0] == "64"
+        assert rows["sru forward"][:2] == ["1", "8"]
 
     def test_no_block_exceeds_what_a_gpu_can_launch():
         """A block of more than 256 threads at 40-100 registers each exceeds an SM's register file:
@@ -475,9 +549,8 @@ if not INNER:
                     compiled[key] = (single, body)
             return compile_for
 
-        for module in (cuda._common, cuda.matrix):  # every module that configures a launch
-            monkeypatch.setattr(module, "configure", configure)
-            monkeypatch.setattr(module, "device_args", lambda *args: args)
+        monkeypatch.setattr(cuda._common, "configure", configure)  # every launch goes through _common.bind
+        monkeypatch.setattr(cuda._common, "device_args", lambda *args: args)
         return compiled
 
     def _ptx_cases():
@@ -513,7 +586,7 @@ if not INNER:
         from minirec.kernels.cuda import scan
 
         f3, f2 = numba.float32[:, :, :], numba.float32[:, :]
-        signature = (f3, f3, f3, f2, f2, numba.int64, f3, f3)
+        signature = (f3, f3, f3, numba.types.UniTuple(numba.int64, 3), f2, f2, numba.int64, f3, f3)
 
         def ptx(*flags):
             text, _ = numba_cuda.compile_ptx(scan.forward_kernel(*flags).py_func, signature, cc=(9, 0))
@@ -523,6 +596,29 @@ if not INNER:
         minlstm = ptx(scan.MINLSTM, True, True, True, True)
         assert "ex2.approx" not in plain and "ex2.approx" in minlstm
         assert plain.count("\n") < minlstm.count("\n") / 2
+
+    def test_fast_sigmoid_compiles_to_the_approximate_instructions(ptx_compiler):
+        """float32 SRU and LRN forwards divide with div.approx (the fast sigmoid) by default and with
+        the IEEE div.rn when MINIREC_CUDA_FAST_SIGMOID=0; float64 never takes the fast path."""
+        import numba
+        from numba import cuda as numba_cuda
+
+        from minirec.kernels.cuda import _common, lrn, sru
+
+        f3, f2, f1 = numba.float32[:, :, :], numba.float32[:, :], numba.float32[:]
+        sru_signature = (f3, f3, f1, f1, f1, f1, f2, f2, f2, numba.float64, numba.float32[:, :, :, :])
+        i64 = numba.int64
+        lrn_signature = (f3, f2, f2, i64, i64, i64, i64, numba.float32[:, :, :, :])
+
+        def ptx(kernel, signature):
+            return numba_cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))[0].split(".entry", 1)[1]
+
+        for fast in (True, False):
+            for body in (ptx(sru.forward_kernel(True, False, fast), sru_signature),
+                         ptx(lrn.forward_kernel(True, True, False, True, True, fast), lrn_signature)):
+                assert ("div.approx.f32" in body) == fast
+                assert ("div.rn.f32" in body) != fast
+        assert _common.fast_sigmoid_for(np.float32) and not _common.fast_sigmoid_for(np.float64)
 
     # ---- real CUDA, CuPy arrays, realistic sizes -------------------------------------------------
     gpu = pytest.mark.skipif(not backend.cuda_available(), reason="no usable GPU (CuPy + CUDA)")
@@ -534,7 +630,7 @@ if not INNER:
     @pytest.mark.parametrize("case", list(CASES))
     def test_cuda_kernel_matches_reference(case, dtype, masked):
         cp = backend._cupy()
-        T, B, H = (37, 6, 70) if case in ("gru", "mgu", "sgu", "lstm", "atr") else (301, 16, 200)
+        T, B, H = (37, 6, 70) if case in ("gru", "gru-reset-after", "mgu", "sgu", "lstm", "atr") else (301, 16, 200)
         _check_case(case, T, B, H, dtype, masked, device=cp.asarray)
 
     @pytest.mark.cuda
@@ -569,6 +665,14 @@ if not INNER:
         """Inputs as the cells pass them: strided, offset views of wider arrays."""
         cp = backend._cupy()
         _check_case(case, 37, 6, 70, np.float64, True, device=as_column_view(cp))
+
+    @pytest.mark.cuda
+    @gpu
+    def test_cuda_fast_sigmoid_within_its_stated_tolerance():
+        """The real intrinsics (ex2.approx, div.approx) against float64 σ: the bound the float32
+        kernels rely on (the simulator only emulates it)."""
+        cp = backend._cupy()
+        _check_fast_sigmoid(backend.to_numpy, cp)
 
     @pytest.mark.cuda
     @gpu
@@ -652,6 +756,123 @@ if INNER:
     @pytest.mark.parametrize("case", list(CASES))
     def test_sim_kernel_reads_column_views(case):
         _check_case(case, 5, 2, 3, np.float64, True, device=as_column_view(np))
+
+    _PIPELINED = ["sru", "sru-drop", "qrnn-highway", "lrn-tanh", "glrn-identity", "elrn-tanh", "olrn",
+                  "mingru-sequential-g", "minlstm-sequential"]
+
+    @pytest.mark.parametrize("T", [4, 8, 11])
+    @pytest.mark.parametrize("case", _PIPELINED)
+    def test_sim_pipelined_loops_at_every_group_boundary(case, T):
+        """The loops load the next group of four steps while computing this one: T = 4 (one group,
+        its prefetch past the end), 8 (a prefetched group used, none left), 11 (two groups and a
+        tail of three from the last prefetch); forward and backward, masked."""
+        _check_case(case, T, 2, 3, np.float64, True)
+
+    def test_sim_fast_sigmoid_is_float32_only_and_can_be_turned_off(monkeypatch):
+        from minirec.kernels.cuda import _common
+
+        assert _common.fast_sigmoid_for(np.float32) and not _common.fast_sigmoid_for(np.float64)
+        monkeypatch.setenv(_common.FAST_SIGMOID_VARIABLE, "0")
+        assert not _common.fast_sigmoid_for(np.float32)
+
+    def test_sim_fast_sigmoid_emulates_its_error_bound():
+        """The simulator's fast sigmoid carries the intrinsics' worst-case error (so the float32
+        kernel tests hold the real error budget), and that stays within the stated tolerance."""
+        fast, exact = _check_fast_sigmoid(np.asarray, np)
+        assert np.max(np.abs(fast / exact - 1)) > 1e-6  # the emulated error is there, not rounded away
+
+    @pytest.mark.parametrize("case", ["sru", "qrnn", "lrn-tanh", "olrn"])
+    def test_sim_float32_kernels_agree_with_the_exact_sigmoid_switched_on_and_off(case, monkeypatch):
+        """float32 with the fast sigmoid (default) and with MINIREC_CUDA_FAST_SIGMOID=0 both match
+        the reference within the float32 tolerance, and they differ: the switch reaches the kernel."""
+        from minirec.kernels.cuda import _common
+
+        prefix, build = CASES[case]
+        forward, _ = _impls(prefix)
+        args, _ = build(np.random.default_rng(3), 11, 2, 3, np.float32, True)
+        fast = forward["cuda"](*args)
+        monkeypatch.setenv(_common.FAST_SIGMOID_VARIABLE, "0")
+        exact = forward["cuda"](*args)
+        expected = forward["reference"](*args)
+        _compare(fast, expected, np.float32, f"{case} fast sigmoid")
+        _compare(exact, expected, np.float32, f"{case} exact sigmoid")
+        assert any(a is not None and not np.array_equal(a, b) for a, b in zip(fast, exact))
+
+    def test_sim_an_array_passed_twice_is_converted_once(monkeypatch):
+        """`device_args` converts each distinct array once (a stand-in for an absent mask is often
+        an array passed anyway), keeps the order, and leaves scalars alone."""
+        from minirec.kernels.cuda import _common
+
+        converted = []
+        monkeypatch.setattr(_common, "_as_simulated", lambda a: converted.append(a) or ("view", id(a)))
+        a, b = np.zeros(3), np.ones(2)
+        out = _common.device_args(a, b, a, 2.5, b)
+        assert out == (("view", id(a)), ("view", id(b)), ("view", id(a)), ("view", id(2.5)), ("view", id(b)))
+        assert [x is a for x in converted] == [True, False, False] and converted[1] is b
+
+    def test_sim_column_blocks_of_one_projection_are_converted_once(monkeypatch):
+        """minGRU's k and x̃ as blocks of one projection u: u, h0, h and z converted (4 arrays); as
+        separate arrays, one more."""
+        from minirec.kernels.cuda import _common, minrnn
+
+        converted = []
+        as_simulated = _common._as_simulated
+        def counting(a):
+            if isinstance(a, np.ndarray):
+                converted.append(a)
+            return as_simulated(a)
+
+        monkeypatch.setattr(_common, "_as_simulated", counting)
+        rng = np.random.default_rng(0)
+        u = rng.standard_normal((5, 2, 6))
+        h0 = rng.uniform(0.2, 1.0, (2, 3))
+        from_blocks = minrnn.mingru_forward(u[..., :3], u[..., 3:], h0)
+        assert len(converted) == 4 and any(a is u for a in converted)
+        converted.clear()
+        from_copies = minrnn.mingru_forward(u[..., :3].copy(), u[..., 3:].copy(), h0)
+        assert len(converted) == 5
+        for a, b in zip(from_blocks, from_copies):
+            np.testing.assert_array_equal(a, b)
+
+    # kernel launches and cuBLAS products per call of the matrix cells, and array conversions per call
+    _MATRIX_STEP_COST = {"lstm": (1, 1), "atr": (1, 1), "sgu": (1, 1), "gru-reset-after": (1, 1), "gru": (2, 2),
+                         "mgu": (2, 2)}
+
+    @pytest.mark.parametrize("case", list(_MATRIX_STEP_COST))
+    def test_sim_matrix_cells_cost_one_product_and_one_launch_per_step(case, monkeypatch):
+        """Per step: one product h U and one fused kernel (two of each for GRU and MGU, whose reset
+        gate sits between two products); the arrays are converted once per call, however long the
+        sequence (the per-step launches reuse them)."""
+        from minirec.kernels.cuda import _common
+
+        launches, conversions, products = [], [], []
+        configure, as_simulated, matmul = _common.configure, _common._as_simulated, np.matmul
+
+        def counting_configure(kernel, grid, block):
+            run = configure(kernel, grid, block)
+            return lambda *args: launches.append(1) or run(*args)
+
+        monkeypatch.setattr(_common, "configure", counting_configure)
+        monkeypatch.setattr(_common, "_as_simulated", lambda a: conversions.append(1) or as_simulated(a))
+        monkeypatch.setattr(np, "matmul", lambda *a, **k: products.append(1) or matmul(*a, **k))
+        per_step_launches, per_step_products = _MATRIX_STEP_COST[case]
+        converted = {}
+        for T in (3, 6):
+            for part in ("forward", "backward"):
+                launches.clear(), conversions.clear(), products.clear()
+                prefix, build = CASES[case]
+                forward, backward = _impls(prefix)
+                args, make_backward_args = build(np.random.default_rng(0), T, 2, 3, np.float64, True)
+                if part == "forward":
+                    forward["cuda"](*args)
+                else:
+                    bargs = make_backward_args(forward["reference"](*args))
+                    launches.clear(), conversions.clear(), products.clear()
+                    backward["cuda"](*bargs)
+                assert len(launches) == per_step_launches * T, (part, T, len(launches))
+                assert len(products) == per_step_products * T, (part, T, len(products))
+                converted.setdefault(part, set()).add(len(conversions))
+        assert all(len(counts) == 1 for counts in converted.values()), f"conversions grow with T: {converted}"
 
     def test_sim_reversed_mask_view_is_handled():
         """The backward direction of a bidirectional layer passes mask[::-1] (negative strides)."""

@@ -10,10 +10,12 @@ Three shapes of kernel
 ----------------------
 * **Elementwise recurrences, fused** (SRU, QRNN, LRN/gLRN/eLRN/oLRN): one thread per column
   (b, j), looping over time with the state in a register; gate math, recurrence and every
-  output in one kernel, so a layer costs one launch forward and one backward. The loop is
-  unrolled by four with the four steps' loads issued before the dependent arithmetic, so several
-  loads are in flight per thread. Sums over (T, B) (∂v, ∂b of SRU, ∂b of QRNN) are per-thread
-  partial sums over time, reduced over the batch by one CuPy sum.
+  output in one kernel, so a layer costs one launch forward and one backward. The loop runs in
+  groups of four steps, software-pipelined: the next group's loads are issued before this group's
+  dependent arithmetic, so loads are in flight while the state advances. In float32 the gates use a
+  fast sigmoid (approximate exp and division; ``MINIREC_CUDA_FAST_SIGMOID=0``: the exact one).
+  Sums over (T, B) (∂v, ∂b of SRU, ∂b of QRNN) are per-thread partial sums over time, reduced
+  over the batch by one CuPy sum.
 * **Linear recurrences with gates from x alone** (minGRU, minLSTM, FOFE, the linear scan): the
   block scan of `minirec.kernels.cuda.scan` with the gate math computed inside it — one launch
   forward and one backward. ``mode="sequential"`` uses one lane (the loop over time),
@@ -21,9 +23,9 @@ Three shapes of kernel
   runs the log-space scan forward (its gradient is the linear one, see kernels/minrnn.py).
 * **Recurrences through a matrix** (GRU, LSTM, MGU, SGU, ATR): h_{t−1} U is a CuPy (cuBLAS)
   matmul per step; everything elementwise around it is one fused kernel per step (two for GRU
-  and MGU, whose reset gate sits between two products). The arrays are converted once per call
-  and the configured kernels relaunched with the step index, which keeps the per-launch cost
-  to the dispatcher's minimum.
+  and MGU, whose reset gate sits between two products; one for the reset-after GRU). Each kernel is bound once per call
+  (`_common.bind`: arrays converted once) and relaunched with the step index alone, which keeps
+  the per-launch cost to the dispatcher's minimum.
 
 Numerics: constants take the arrays' dtype (``x.dtype.type(1.0)``), so float32 kernels do no
 float64 arithmetic; sigmoid and softplus are the overflow-free forms of `minirec.numerics`;
@@ -54,6 +56,8 @@ from minirec.kernels.cuda.matrix import (
     atr_forward,
     gru_backward,
     gru_forward,
+    gru_reset_after_backward,
+    gru_reset_after_forward,
     lstm_backward,
     lstm_forward,
     mgu_backward,
@@ -72,5 +76,6 @@ __all__ = [
     "lrn_forward", "lrn_backward", "glrn_forward", "glrn_backward", "elrn_forward", "elrn_backward",
     "olrn_forward", "olrn_backward", "mingru_forward", "mingru_backward", "minlstm_forward", "minlstm_backward",
     "linear_scan_forward", "linear_scan_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+    "gru_reset_after_forward", "gru_reset_after_backward",
     "mgu_forward", "mgu_backward", "sgu_forward", "sgu_backward", "atr_forward", "atr_backward",
 ]

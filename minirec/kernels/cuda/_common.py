@@ -3,16 +3,20 @@ arrays' dtype, and the host-side preparation of arguments.
 
 Launching, CuPy and the simulator
 ---------------------------------
-`launch` converts each CuPy argument once with ``cuda.as_cuda_array(sync=False)`` (a zero-copy
-view; ``sync=False`` because the kernel is queued on CuPy's current stream, so no host wait is
-needed) and launches on that stream. Under ``NUMBA_ENABLE_CUDASIM=1`` (no GPU, no CuPy: the CPU
-test suite) the same functions take NumPy arrays and the kernels run in Numba's simulator.
-Nothing here imports CuPy or touches a GPU at import time.
+Every launch goes through `bind` (or `launch`, its one-shot form): it converts each distinct CuPy
+array once with ``cuda.as_cuda_array(sync=False)`` (a zero-copy view; ``sync=False`` because the
+kernel is queued on CuPy's current stream, so no host wait is needed) and launches on that
+stream, as often as the caller needs with new scalars (a matrix cell: once per step). Fewer
+arrays to convert: `or_stand_in` (an absent input's stand-in is an array passed anyway) and
+`column_blocks` (blocks of one projection as their parent). Under ``NUMBA_ENABLE_CUDASIM=1`` (no
+GPU, no CuPy: the CPU test suite) the same functions take NumPy arrays and the kernels run in
+Numba's simulator. Nothing here imports CuPy or touches a GPU at import time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -94,12 +98,13 @@ def device_args(*args):
     """Kernel arguments: CuPy arrays as zero-copy Numba device views, the rest unchanged.
 
     Converting once and launching many times (the per-step kernels) saves the dispatcher's
-    per-launch conversion (~95 µs → ~30 µs per launch, DESIGN.md). In the simulator, NumPy
-    arrays are wrapped without a copy.
+    per-launch conversion (~95 µs → ~30 µs per launch, DESIGN.md). An array passed at several
+    positions (a stand-in for an absent mask, a block passed for two operands) is converted once.
+    In the simulator, NumPy arrays are wrapped without a copy.
     """
-    if SIMULATOR:
-        return tuple(_as_simulated(a) for a in args)
-    return tuple(_as_device(a) for a in args)
+    convert = _as_simulated if SIMULATOR else _as_device
+    views = {}  # id → converted; the arguments outlive this call, so no id is reused meanwhile
+    return tuple(views[id(a)] if id(a) in views else views.setdefault(id(a), convert(a)) for a in args)
 
 
 def configure(kernel, grid, block):
@@ -109,9 +114,32 @@ def configure(kernel, grid, block):
     return kernel[grid, block, current_stream()]
 
 
+def bind(kernel, grid, block, *args):
+    """``kernel[grid, block]`` on the current stream with ``args`` converted once, as a function of
+    the scalars that follow them: ``step = bind(k, g, b, x, h); step(t)`` launches ``k(x, h, t)``.
+
+    A per-step kernel (the matrix cells) binds once per sequence and launches T times, so the
+    stream lookup and the conversion of every array are paid once, not per step.
+    """
+    configured = configure(kernel, grid, block)
+    converted = device_args(*args)
+
+    def run(*scalars):
+        configured(*converted, *scalars)
+
+    return run
+
+
 def launch(kernel, grid, block, *args):
     """Launch ``kernel[grid, block]`` on the current stream with ``args`` converted once."""
-    configure(kernel, grid, block)(*device_args(*args))
+    bind(kernel, grid, block, *args)()
+
+
+def or_stand_in(array, stand_in):
+    """``array``, or ``stand_in`` where it is absent: a kernel built without that input (a closure
+    constant) never reads it, but numba types every argument, so an array of the same rank and dtype
+    is passed; `device_args` converts it once even when it is also passed as itself."""
+    return stand_in if array is None else array
 
 
 def positive_strides(xp, array):
@@ -123,6 +151,48 @@ def positive_strides(xp, array):
     if any(s <= 0 for s, n in zip(array.strides, array.shape) if n > 1):
         return xp.ascontiguousarray(array)
     return array
+
+
+def _address(array):
+    """The address of the first element: an attribute of CuPy's MemoryPointer; NumPy's through ctypes
+    (about 2 µs, which the NumPy stand-in measurements of benchmarks/gpu_host.py include)."""
+    data = array.data
+    return data.ptr if hasattr(data, "ptr") else array.ctypes.data
+
+
+def column_blocks(*views):
+    """(parents, offsets) with ``views[i][t, b, j] == parents[i][t, b, offsets[i] + j]``.
+
+    The cells pass column blocks of one projection (minGRU's k and x̃ are u[..., :H] and u[..., H:]):
+    two or more blocks of one C-contiguous (T, B, W) array get that array itself as parent, one
+    object, which `device_args` converts once instead of once per block. Anything else (None
+    included, and a block alone: no conversion to save) is its own parent at offset 0. The kernels
+    then read column ``offsets[i] + j`` (as the CPU kernels do, `minirec.kernels.cpu._common.columns`).
+    """
+    bases = [getattr(view, "base", None) for view in views]
+    shared = [base is not None and sum(other is base for other in bases) > 1 for base in bases]
+    if not any(shared):  # nothing to gain: keep the views (the kernels read strided views as well)
+        return list(views), (0,) * len(views)
+    parents, offsets, shaped = [], [], {}
+    for view, base, in_shared in zip(views, bases, shared):
+        parent, offset = view, 0
+        if (in_shared and getattr(base, "dtype", None) == view.dtype and view.ndim == 3 and view.size
+                and base.flags.c_contiguous):
+            T, B, H = view.shape
+            item = view.itemsize
+            W, rest = divmod(view.strides[1], item)
+            if rest == 0 and view.strides == (B * W * item, W * item, item) and base.size == T * B * W:
+                known = shaped.get(id(base))
+                if known is None:  # one object per parent, so that the blocks share its conversion
+                    whole = base if base.shape == (T, B, W) else base.reshape(T, B, W)
+                    known = shaped[id(base)] = whole, _address(whole)
+                whole, address = known
+                start, rest = divmod(_address(view) - address, item)
+                if rest == 0 and 0 <= start <= W - H:
+                    parent, offset = whole, start
+        parents.append(parent)
+        offsets.append(offset)
+    return parents, tuple(offsets)
 
 
 def fast_path(*arrays):
@@ -170,6 +240,66 @@ def sigmoid(x, one):
     if x >= 0:
         return one / (one + e)
     return e / (one + e)
+
+
+# The fast sigmoid: 1 / (1 + e^−x) with the GPU's approximate exp (ex2.approx) and division
+# (div.approx), in float32 only. In the dependent chain of SRU's and LRN's steps it replaces the
+# IEEE division (div.rn, a subroutine with a slow path) and a branch: a kernel computing one
+# sigmoid compiles to 33 PTX instructions instead of 52 in float32 (sm_90). It cannot overflow:
+# e^−x = inf gives 0, e^−x = 0 gives 1. Error bounds (CUDA C Programming Guide, intrinsic
+# functions): __expf 2 + ⌊1.173·|x|⌋ ulp, division 2 ulp, so about 6e-6 relative for |x| ≤ 40
+# against the float32 tolerance of 3e-4 the kernel tests hold (tests/test_kernels_cuda.py). The
+# simulator has no intrinsics: it computes exactly and then adds those worst-case errors, so its
+# float32 tests run with the error budget of the real ones.
+FAST_SIGMOID_VARIABLE = "MINIREC_CUDA_FAST_SIGMOID"  # "0": the exact sigmoid in float32 as well
+
+
+def fast_sigmoid_for(dtype):
+    """Whether kernels on ``dtype`` use `fast_sigmoid`: float32 unless MINIREC_CUDA_FAST_SIGMOID=0;
+    never float64 (the gradient checks' precision, where results match the reference to rounding)."""
+    return np.dtype(dtype) == np.float32 and os.environ.get(FAST_SIGMOID_VARIABLE, "1") != "0"
+
+
+if SIMULATOR:
+    _ULP32 = 2.0 ** -23
+
+    @cuda.jit(device=True)
+    def _approx_exp(x):
+        if x > 88.73:  # float32's e^x overflows: inf, as ex2.approx
+            return math.inf
+        return math.exp(x) * (1.0 + (2 + math.floor(1.173 * abs(x))) * _ULP32)  # + __expf's worst case
+
+    @cuda.jit(device=True)
+    def _approx_div(a, b):
+        return a / b * (1.0 + 2 * _ULP32)  # + div.approx's worst case
+else:
+    from numba.cuda import libdevice
+
+    _approx_exp = libdevice.fast_expf
+    _approx_div = libdevice.fast_fdividef
+
+
+@cuda.jit(device=True)
+def fast_sigmoid(x, one):
+    """σ(x) = 1 / (1 + e^−x) with approximate exp and division: float32 only (see above)."""
+    return _approx_div(one, one + _approx_exp(-x))
+
+
+@cuda.jit(device=True)
+def gate(x, one, fast):
+    """σ(x): `fast_sigmoid` when ``fast`` (a kernel's compile-time flag), else the exact `sigmoid`."""
+    if fast:
+        return fast_sigmoid(x, one)
+    return sigmoid(x, one)
+
+
+@cuda.jit(device=True)
+def clamp_step(t, last):
+    """t clamped to [0, last]: a prefetch past either end of the sequence rereads its end (the value
+    is never used), so no load leaves the arrays."""
+    if t < 0:
+        return 0
+    return t if t < last else last
 
 
 @cuda.jit(device=True)

@@ -11,7 +11,17 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import lrn as _ref
 from minirec.kernels import register_kernel
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    clamp_step,
+    column_grid,
+    column_of,
+    fast_path,
+    fast_sigmoid_for,
+    gate,
+    launch,
+    or_stand_in,
+    prepare,
+)
 
 
 # =================================================================================================
@@ -30,26 +40,26 @@ def _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has
 
 
 @cuda.jit(device=True)
-def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out):
+def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, fast, out):
     q, k, v, w, m = L
-    f = sigmoid(q - h_prev, one) if has_q else sigmoid(-h_prev, one)
-    i = sigmoid(k + h_prev, one) if has_k else one - f
+    f = gate(q - h_prev, one, fast) if has_q else gate(-h_prev, one, fast)
+    i = gate(k + h_prev, one, fast) if has_k else one - f
     c = i * v + f * h_prev
     if has_w:
-        o = sigmoid(w - c, one)
+        o = gate(w - c, one, fast)
         h_new = o * c
-        o_out[t, b, j] = o
-        c_out[t, b, j] = c
+        out[3, t, b, j] = o
+        out[4, t, b, j] = c
     elif tanh_act:
         h_new = math.tanh(c)
     else:
         h_new = c
     if m == 0:
         h_new = h_prev
-    h[t, b, j] = h_new
-    f_out[t, b, j] = f
+    out[0, t, b, j] = h_new
+    out[1, t, b, j] = f
     if has_k:
-        i_out[t, b, j] = i
+        out[2, t, b, j] = i
     return h_new
 
 
@@ -58,11 +68,13 @@ def _lrn_emit(L, t, b, j, h_prev, has_q, has_k, has_w, tanh_act, one, h, f_out, 
 # are sized for the variant that runs (as the scan kernels in scan.py). The block offsets, which
 # depend on H, stay arguments.
 @functools.cache
-def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
-    """The LRN-family forward for one variant (closure constants: the comment above)."""
+def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask, fast=False):
+    """The LRN-family forward for one variant, with the exact or the fast sigmoid (closure
+    constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _lrn_forward_kernel(z, h0, mask, q_off, k_off, v_off, w_off, h, f_out, i_out, o_out, c_out):
+    def _lrn_forward_kernel(z, h0, mask, q_off, k_off, v_off, w_off, out):
+        """``out`` holds h, f, then i (with k), o and c (with w): one array to convert."""
         B = h0.shape[0]
         H = h0.shape[1]
         T = z.shape[0]
@@ -71,21 +83,36 @@ def forward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
             return
         one = h0.dtype.type(1.0)
         state = h0[b, j]
+        last = T - 1
+        L0 = _lrn_load(z, mask, has_mask, 0, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
+        L1 = _lrn_load(z, mask, has_mask, clamp_step(1, last), b, j, q_off, k_off, v_off, w_off,
+                       has_q, has_k, has_w, one)
+        L2 = _lrn_load(z, mask, has_mask, clamp_step(2, last), b, j, q_off, k_off, v_off, w_off,
+                       has_q, has_k, has_w, one)
+        L3 = _lrn_load(z, mask, has_mask, clamp_step(3, last), b, j, q_off, k_off, v_off, w_off,
+                       has_q, has_k, has_w, one)
         t = 0
-        while t + 4 <= T:
-            L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            L1 = _lrn_load(z, mask, has_mask, t + 1, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            L2 = _lrn_load(z, mask, has_mask, t + 2, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            L3 = _lrn_load(z, mask, has_mask, t + 3, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
+        while t + 4 <= T:  # software-pipelined: the comment above `sru.forward_kernel`
+            N0 = _lrn_load(z, mask, has_mask, clamp_step(t + 4, last), b, j, q_off, k_off, v_off, w_off,
+                           has_q, has_k, has_w, one)
+            N1 = _lrn_load(z, mask, has_mask, clamp_step(t + 5, last), b, j, q_off, k_off, v_off, w_off,
+                           has_q, has_k, has_w, one)
+            N2 = _lrn_load(z, mask, has_mask, clamp_step(t + 6, last), b, j, q_off, k_off, v_off, w_off,
+                           has_q, has_k, has_w, one)
+            N3 = _lrn_load(z, mask, has_mask, clamp_step(t + 7, last), b, j, q_off, k_off, v_off, w_off,
+                           has_q, has_k, has_w, one)
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+            state = _lrn_emit(L3, t + 3, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t += 4
-        while t < T:
-            L0 = _lrn_load(z, mask, has_mask, t, b, j, q_off, k_off, v_off, w_off, has_q, has_k, has_w, one)
-            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, h, f_out, i_out, o_out, c_out)
-            t += 1
+        if t < T:
+            state = _lrn_emit(L0, t, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+        if t + 1 < T:
+            state = _lrn_emit(L1, t + 1, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
+        if t + 2 < T:
+            state = _lrn_emit(L2, t + 2, b, j, state, has_q, has_k, has_w, tanh_act, one, fast, out)
 
     return _lrn_forward_kernel
 
@@ -149,24 +176,37 @@ def backward_kernel(has_q, has_k, has_w, tanh_act, has_mask):
             return
         one = h0.dtype.type(1.0)
         d = grad_h_last[b, j]
-        t = T - 1
+        last = T - 1
+        t = last
+        L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t,
+                        b, j, v_off, has_k, has_w, one)
+        L1 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 1, last),
+                        b, j, v_off, has_k, has_w, one)
+        L2 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 2, last),
+                        b, j, v_off, has_k, has_w, one)
+        L3 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 3, last),
+                        b, j, v_off, has_k, has_w, one)
         while t - 3 >= 0:
-            L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
-            L1 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 1, b, j, v_off, has_k, has_w,
-                            one)
-            L2 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 2, b, j, v_off, has_k, has_w,
-                            one)
-            L3 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t - 3, b, j, v_off, has_k, has_w,
-                            one)
+            N0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 4, last),
+                            b, j, v_off, has_k, has_w, one)
+            N1 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 5, last),
+                            b, j, v_off, has_k, has_w, one)
+            N2 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 6, last),
+                            b, j, v_off, has_k, has_w, one)
+            N3 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, clamp_step(t - 7, last),
+                            b, j, v_off, has_k, has_w, one)
             d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
             d = _lrn_bemit(L1, t - 1, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
             d = _lrn_bemit(L2, t - 2, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
             d = _lrn_bemit(L3, t - 3, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t -= 4
-        while t >= 0:
-            L0 = _lrn_bload(z, h0, h, i_in, f_in, o_in, c_in, mask, has_mask, grad_y, t, b, j, v_off, has_k, has_w, one)
+        if t >= 0:
             d = _lrn_bemit(L0, t, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
-            t -= 1
+        if t - 1 >= 0:
+            d = _lrn_bemit(L1, t - 1, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
+        if t - 2 >= 0:
+            d = _lrn_bemit(L2, t - 2, b, j, d, q_off, k_off, v_off, w_off, has_q, has_k, has_w, tanh_act, one, grad_z)
         grad_h0[b, j] = d
 
     return _lrn_backward_kernel
@@ -184,15 +224,12 @@ def _lrn_forward(variant, z, h0, mask, activation):
     T, (B, H) = z.shape[0], h0.shape
     dtype = z.dtype
     q_off, k_off, v_off, w_off = _lrn_offsets(variant, H)
-    h = xp.empty((T, B, H), dtype=dtype)
-    f = xp.empty((T, B, H), dtype=dtype)
-    i = xp.empty((T, B, H), dtype=dtype) if k_off >= 0 else None
-    o = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
-    c = xp.empty((T, B, H), dtype=dtype) if w_off >= 0 else None
+    out = xp.empty((2 + (k_off >= 0) + 2 * (w_off >= 0), T, B, H), dtype=dtype)  # h, f[, i[, o, c]]
     grid, block = column_grid(B * H)
-    kernel = forward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
-    launch(kernel, grid, block, z, h0, mask if mask is not None else h0, q_off, k_off, v_off, w_off,
-           h, f, i if i is not None else f, o if o is not None else f, c if c is not None else f)
+    kernel = forward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None,
+                            fast_sigmoid_for(dtype))
+    launch(kernel, grid, block, z, h0, or_stand_in(mask, h0), q_off, k_off, v_off, w_off, out)
+    h, f, i, o, c = (*out, None, None, None)[:5]
     return h, i, f, o, c
 
 
@@ -205,9 +242,8 @@ def _lrn_backward(variant, z, h0, h, i, f, o, c, mask, grad_y, grad_h_last, acti
     grad_h0 = xp.empty((B, H), dtype=z.dtype)
     grid, block = column_grid(B * H)
     kernel = backward_kernel(q_off >= 0, k_off >= 0, w_off >= 0, activation == "tanh", mask is not None)
-    launch(kernel, grid, block, z, h0, h, i if i is not None else f, f, o if o is not None else f,
-           c if c is not None else f, mask if mask is not None else h0, grad_y, grad_h_last, q_off, k_off, v_off,
-           w_off, grad_z, grad_h0)
+    launch(kernel, grid, block, z, h0, h, or_stand_in(i, f), f, or_stand_in(o, f), or_stand_in(c, f),
+           or_stand_in(mask, h0), grad_y, grad_h_last, q_off, k_off, v_off, w_off, grad_z, grad_h0)
     return grad_z, grad_h0
 
 

@@ -11,7 +11,17 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import qrnn as _ref
 from minirec.kernels import register_kernel
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    clamp_step,
+    column_grid,
+    column_of,
+    fast_path,
+    fast_sigmoid_for,
+    gate,
+    launch,
+    or_stand_in,
+    prepare,
+)
 
 
 # =================================================================================================
@@ -26,31 +36,33 @@ def _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one):
 
 
 @cuda.jit(device=True)
-def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, h, c, z, f, o):
+def _qrnn_emit(L, t, b, j, c_prev, bz, bf, bo, has_skip, one, fast, out):
     u_z, u_f, u_o, s, m = L
     z_t = math.tanh(u_z + bz)
-    f_t = sigmoid(u_f + bf, one)
-    o_t = sigmoid(u_o + bo, one)
+    f_t = gate(u_f + bf, one, fast)
+    o_t = gate(u_o + bo, one, fast)
     c_t = f_t * c_prev + (one - f_t) * z_t
     if m == 0:
         c_t = c_prev
     h_t = o_t * c_t
     if has_skip:
         h_t = h_t + (one - o_t) * s
-    h[t, b, j] = h_t * m
-    c[t, b, j] = c_t
-    z[t, b, j] = z_t
-    f[t, b, j] = f_t
-    o[t, b, j] = o_t
+    out[0, t, b, j] = h_t * m
+    out[1, t, b, j] = c_t
+    out[2, t, b, j] = z_t
+    out[3, t, b, j] = f_t
+    out[4, t, b, j] = o_t
     return c_t
 
 
 @functools.cache
-def forward_kernel(has_skip, has_mask):
-    """fo-pooling with or without highway and mask, compiled as constants (no unused branch)."""
+def forward_kernel(has_skip, has_mask, fast=False):
+    """fo-pooling with or without highway and mask, with the exact or the fast sigmoid, compiled as
+    constants (no unused branch)."""
 
     @cuda.jit(cache=True)
-    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, h, c, z, f, o):
+    def _qrnn_forward_kernel(U, bias, c0, x_skip, mask, out):
+        """``out`` (5, T, B, H) holds h, c, z, f, o: one array to convert instead of five."""
         B = c0.shape[0]
         H = c0.shape[1]
         T = U.shape[0]
@@ -62,21 +74,29 @@ def forward_kernel(has_skip, has_mask):
         bf = bias[H + j]
         bo = bias[2 * H + j]
         state = c0[b, j]
+        last = T - 1
+        L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, 0, b, j, H, one)
+        L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(1, last), b, j, H, one)
+        L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(2, last), b, j, H, one)
+        L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(3, last), b, j, H, one)
         t = 0
-        while t + 4 <= T:
-            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
-            L1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 1, b, j, H, one)
-            L2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 2, b, j, H, one)
-            L3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t + 3, b, j, H, one)
-            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
+        while t + 4 <= T:  # software-pipelined: the comment above `sru.forward_kernel`
+            N0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(t + 4, last), b, j, H, one)
+            N1 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(t + 5, last), b, j, H, one)
+            N2 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(t + 6, last), b, j, H, one)
+            N3 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, clamp_step(t + 7, last), b, j, H, one)
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+            state = _qrnn_emit(L3, t + 3, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t += 4
-        while t < T:
-            L0 = _qrnn_load(U, x_skip, has_skip, mask, has_mask, t, b, j, H, one)
-            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, h, c, z, f, o)
-            t += 1
+        if t < T:
+            state = _qrnn_emit(L0, t, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+        if t + 1 < T:
+            state = _qrnn_emit(L1, t + 1, b, j, state, bz, bf, bo, has_skip, one, fast, out)
+        if t + 2 < T:
+            state = _qrnn_emit(L2, t + 2, b, j, state, bz, bf, bo, has_skip, one, fast, out)
 
     return _qrnn_forward_kernel
 
@@ -128,21 +148,33 @@ def backward_kernel(has_skip, has_mask):
         zero = one - one
         carry = grad_c_last[b, j]
         sums = (zero, zero, zero)
-        t = T - 1
+        last = T - 1
+        t = last
+        L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+        L1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 1, last), b, j, one)
+        L2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 2, last), b, j, one)
+        L3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 3, last), b, j, one)
         while t - 3 >= 0:
-            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
-            L1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 1, b, j, one)
-            L2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 2, b, j, one)
-            L3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t - 3, b, j, one)
+            N0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 4, last),
+                             b, j, one)
+            N1 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 5, last),
+                             b, j, one)
+            N2 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 6, last),
+                             b, j, one)
+            N3 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, clamp_step(t - 7, last),
+                             b, j, one)
             carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
             carry, sums = _qrnn_bemit(L1, t - 1, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
             carry, sums = _qrnn_bemit(L2, t - 2, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
             carry, sums = _qrnn_bemit(L3, t - 3, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t -= 4
-        while t >= 0:
-            L0 = _qrnn_bload(grad_h, c0, x_skip, has_skip, c, z, f, o, mask, has_mask, t, b, j, one)
+        if t >= 0:
             carry, sums = _qrnn_bemit(L0, t, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
-            t -= 1
+        if t - 1 >= 0:
+            carry, sums = _qrnn_bemit(L1, t - 1, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
+        if t - 2 >= 0:
+            carry, sums = _qrnn_bemit(L2, t - 2, b, j, H, carry, sums, has_skip, one, grad_U3, grad_x_skip)
         grad_c0[b, j] = carry
         partial[b, j] = sums[0]
         partial[b, H + j] = sums[1]
@@ -159,10 +191,11 @@ def qrnn_forward(U, b, c0, x_skip, mask):
     xp = backend.get_xp(U, c0)
     U, b, c0, x_skip, mask = prepare(xp, U, b, c0, x_skip, mask)
     T, (B, H) = U.shape[0], c0.shape
-    h, c, z, f, o = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(5))
+    out = xp.empty((5, T, B, H), dtype=U.dtype)
     grid, block = column_grid(B * H)
-    launch(forward_kernel(x_skip is not None, mask is not None), grid, block, U, b, c0,
-           x_skip if x_skip is not None else h, mask if mask is not None else c0, h, c, z, f, o)
+    kernel = forward_kernel(x_skip is not None, mask is not None, fast_sigmoid_for(U.dtype))
+    launch(kernel, grid, block, U, b, c0, or_stand_in(x_skip, U), or_stand_in(mask, c0), out)
+    h, c, z, f, o = out
     return h, c, z, f, o
 
 
@@ -182,6 +215,6 @@ def qrnn_backward(grad_h, grad_c_last, c0, x_skip, c, z, f, o, mask):
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
     launch(backward_kernel(x_skip is not None, mask is not None), grid, block, grad_h, grad_c_last, c0,
-           x_skip if x_skip is not None else c, c, z, f, o, mask if mask is not None else c0,
-           grad_U3, grad_x_skip if grad_x_skip is not None else c, partial, grad_c0)
+           or_stand_in(x_skip, c), c, z, f, o, or_stand_in(mask, c0), grad_U3, or_stand_in(grad_x_skip, c), partial,
+           grad_c0)
     return grad_U3, partial.sum(axis=0), grad_x_skip, grad_c0

@@ -56,11 +56,14 @@ from minirec.kernels import register_kernel
 from minirec.kernels.cuda._common import (
     MAX_BLOCK_THREADS,
     SPREAD_BLOCKS,
+    clamp_step,
+    column_blocks,
     g_act,
     g_prime,
     launch,
     log_g,
     logaddexp,
+    or_stand_in,
     positive_strides,
     sigmoid,
     softplus,
@@ -115,26 +118,31 @@ def plan(T, columns, lanes=None):
 
 # ---- coefficient providers -----------------------------------------------------------------------
 @cuda.jit(device=True)
-def _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one):
-    """(a_t, b_t, gate_t) of column (b, j); gate: z (minGRU), f′ (minLSTM), a (plain)."""
+def _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one):
+    """(a_t, b_t, gate_t) of column (b, j); gate: z (minGRU), f′ (minLSTM), a (plain). ``src`` =
+    (p1, p2, p3, offsets): p_i's column j is parent p_i's column offsets[i] + j (`column_blocks`)."""
+    p1, p2, p3, offsets = src
+    j1 = offsets[0] + j
+    j2 = offsets[1] + j
+    j3 = offsets[2] + j
     zero = one - one
     if kind == MINGRU:
-        k = p1[t, b, j]
-        x = p2[t, b, j]
+        k = p1[t, b, j1]
+        x = p2[t, b, j2]
         gate = sigmoid(k, one)
         a = sigmoid(-k, one)  # 1 − z, exact where z rounds to 1
         v = g_act(x, one) if applies_g else x
         bb = gate * v
     elif kind == MINLSTM:
-        d = softplus(-p2[t, b, j], one) - softplus(-p1[t, b, j], one)  # log f − log i
-        x = p3[t, b, j]
+        d = softplus(-p2[t, b, j2], one) - softplus(-p1[t, b, j1], one)  # log f − log i
+        x = p3[t, b, j3]
         gate = sigmoid(d, one)
         a = gate
         v = g_act(x, one) if applies_g else x
         bb = sigmoid(-d, one) * v
     else:
-        a = p1[t, b, j]
-        bb = p2[t, b, j]
+        a = p1[t, b, j1]
+        bb = p2[t, b, j2]
         gate = a
     if has_mask:
         if mask[t, b] == 0:
@@ -144,22 +152,26 @@ def _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one):
 
 
 @cuda.jit(device=True)
-def _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf):
+def _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf):
     """(log a_t, log b_t, gate_t) for the log-space scan (g always applies to the candidate)."""
+    p1, p2, p3, offsets = src
+    j1 = offsets[0] + j
+    j2 = offsets[1] + j
+    j3 = offsets[2] + j
     zero = one - one
     if kind == MINGRU:
-        k = p1[t, b, j]
+        k = p1[t, b, j1]
         gate = sigmoid(k, one)
         la = -softplus(k, one)  # log(1 − z)
-        lb = -softplus(-k, one) + log_g(p2[t, b, j], one)  # log z + log g(x̃)
+        lb = -softplus(-k, one) + log_g(p2[t, b, j2], one)  # log z + log g(x̃)
     elif kind == MINLSTM:
-        d = softplus(-p2[t, b, j], one) - softplus(-p1[t, b, j], one)
+        d = softplus(-p2[t, b, j2], one) - softplus(-p1[t, b, j1], one)
         gate = sigmoid(d, one)
         la = -softplus(-d, one)  # log f′
-        lb = -softplus(d, one) + log_g(p3[t, b, j], one)  # log i′ + log g(x̃)
+        lb = -softplus(d, one) + log_g(p3[t, b, j3], one)  # log i′ + log g(x̃)
     else:
-        la = p1[t, b, j]
-        lb = p2[t, b, j]
+        la = p1[t, b, j1]
+        lb = p2[t, b, j2]
         gate = la
     if has_mask:
         if mask[t, b] == 0:
@@ -177,6 +189,17 @@ def _bwd_a(kind, q1, mask, has_mask, t, b, j, one):
     if kind == MINGRU:
         return one - q1[t, b, j]  # a = 1 − z, as the reference backward
     return q1[t, b, j]  # f′ (minLSTM) or a (plain)
+
+
+@cuda.jit(device=True)
+def _advance(coeffs, state, t, b, j, h, gate_out, has_gate):
+    """One step of the forward recurrence from `_coeffs`' (a_t, b_t, gate_t): writes h_t (and the gate)."""
+    a, bb, gate = coeffs
+    state = a * state + bb
+    h[t, b, j] = state
+    if has_gate:
+        gate_out[t, b, j] = gate
+    return state
 
 
 # ---- the kernels ---------------------------------------------------------------------------------
@@ -275,8 +298,9 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
     """The forward block scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_forward_kernel(p1, p2, p3, mask, h0, lanes, h, gate_out):
+    def _scan_forward_kernel(p1, p2, p3, offsets, mask, h0, lanes, h, gate_out):
         """h_t = a_t h_{t−1} + b_t for every column; writes h (T, B, H) and, if has_gate, the gate."""
+        src = (p1, p2, p3, offsets)
         sA = cuda.shared.array(MAX_THREADS, h.dtype)
         sB = cuda.shared.array(MAX_THREADS, h.dtype)
         one = h.dtype.type(1.0)
@@ -292,15 +316,15 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
             if active:
                 t = lo
                 while t + 4 <= hi:  # four steps' loads in flight before the dependent updates
-                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                    a1, b1, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-                    a2, b2, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-                    a3, b3, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
+                    a0, b0, _ = _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one)
+                    a1, b1, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 1, b, j, one)
+                    a2, b2, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 2, b, j, one)
+                    a3, b3, _ = _coeffs(kind, src, mask, has_mask, applies_g, t + 3, b, j, one)
                     Bv = a3 * (a2 * (a1 * (a0 * Bv + b0) + b1) + b2) + b3
                     A = A * a0 * a1 * a2 * a3
                     t += 4
                 while t < hi:
-                    a0, b0, _ = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
+                    a0, b0, _ = _coeffs(kind, src, mask, has_mask, applies_g, t, b, j, one)
                     Bv = a0 * Bv + b0
                     A = A * a0
                     t += 1
@@ -313,33 +337,30 @@ def forward_kernel(kind, has_mask, applies_g, has_h0, has_gate):
             state = h0[b, j] if has_h0 else zero
             if lanes > 1:
                 state = sA[idx] * state + sB[idx]
+            # software-pipelined as the column kernels (the comment above `sru.forward_kernel`)
+            last = hi - 1
+            C0 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo, last), b, j, one)
+            C1 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 1, last), b, j, one)
+            C2 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 2, last), b, j, one)
+            C3 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(lo + 3, last), b, j, one)
             t = lo
             while t + 4 <= hi:
-                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                a1, b1, g1 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 1, b, j, one)
-                a2, b2, g2 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 2, b, j, one)
-                a3, b3, g3 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t + 3, b, j, one)
-                state = a0 * state + b0
-                h[t, b, j] = state
-                state = a1 * state + b1
-                h[t + 1, b, j] = state
-                state = a2 * state + b2
-                h[t + 2, b, j] = state
-                state = a3 * state + b3
-                h[t + 3, b, j] = state
-                if has_gate:
-                    gate_out[t, b, j] = g0
-                    gate_out[t + 1, b, j] = g1
-                    gate_out[t + 2, b, j] = g2
-                    gate_out[t + 3, b, j] = g3
+                N0 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 4, last), b, j, one)
+                N1 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 5, last), b, j, one)
+                N2 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 6, last), b, j, one)
+                N3 = _coeffs(kind, src, mask, has_mask, applies_g, clamp_step(t + 7, last), b, j, one)
+                state = _advance(C0, state, t, b, j, h, gate_out, has_gate)
+                state = _advance(C1, state, t + 1, b, j, h, gate_out, has_gate)
+                state = _advance(C2, state, t + 2, b, j, h, gate_out, has_gate)
+                state = _advance(C3, state, t + 3, b, j, h, gate_out, has_gate)
+                C0, C1, C2, C3 = N0, N1, N2, N3
                 t += 4
-            while t < hi:
-                a0, b0, g0 = _coeffs(kind, p1, p2, p3, mask, has_mask, applies_g, t, b, j, one)
-                state = a0 * state + b0
-                h[t, b, j] = state
-                if has_gate:
-                    gate_out[t, b, j] = g0
-                t += 1
+            if t < hi:
+                state = _advance(C0, state, t, b, j, h, gate_out, has_gate)
+            if t + 1 < hi:
+                state = _advance(C1, state, t + 1, b, j, h, gate_out, has_gate)
+            if t + 2 < hi:
+                state = _advance(C2, state, t + 2, b, j, h, gate_out, has_gate)
 
     return _scan_forward_kernel
 
@@ -349,12 +370,13 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
     """The log-space forward scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_log_forward_kernel(p1, p2, p3, mask, h0, lanes, out, gate_out):
+    def _scan_log_forward_kernel(p1, p2, p3, offsets, mask, h0, lanes, out, gate_out):
         """The log-space scan: log h_t = logaddexp(log a_t + log h_{t−1}, log b_t).
 
         ``has_h0``: h0 holds log h0 (plain) or h0 itself (minGRU/minLSTM, > 0); without it log h0 =
         −∞. Writes log h to ``out``, or h = exp(log h) if ``out_exp``.
         """
+        src = (p1, p2, p3, offsets)
         sA = cuda.shared.array(MAX_THREADS, out.dtype)
         sB = cuda.shared.array(MAX_THREADS, out.dtype)
         one = out.dtype.type(1.0)
@@ -369,7 +391,7 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
             LB = neg_inf
             if active:
                 for t in range(lo, hi):
-                    la, lb, _ = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                    la, lb, _ = _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf)
                     LB = logaddexp(la + LB, lb)
                     LA = LA + la
             sA[idx] = LA
@@ -382,7 +404,7 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
             if lanes > 1:
                 state = logaddexp(sA[idx] + state, sB[idx])
             for t in range(lo, hi):
-                la, lb, gate = _log_coeffs(kind, p1, p2, p3, mask, has_mask, t, b, j, one, neg_inf)
+                la, lb, gate = _log_coeffs(kind, src, mask, has_mask, t, b, j, one, neg_inf)
                 state = logaddexp(la + state, lb)
                 out[t, b, j] = math.exp(state) if out_exp else state
                 if has_gate:
@@ -392,40 +414,67 @@ def log_forward_kernel(kind, has_mask, has_h0, out_exp, has_gate):
 
 
 @cuda.jit(device=True)
-def _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0, one,
-                 o1, o2, o3):
-    """Write the gradients of step t given g_t = ∂L/∂h_t (total) and ā_t."""
+def _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, t, b, j, one):
+    """What step t of the backward reads: (ā_t, real step?, ∂L/∂h_t direct, h_{t−1}, q2, q3, q4).
+    ``src`` = (q1, q2, q3, q4, offsets): q2..q4 are column blocks of their parents (`column_blocks`)."""
+    q1, q2, q3, q4, offsets = src
     zero = one - one
+    real = True
+    if has_mask:
+        real = mask[t, b] != 0
+    gate = q1[t, b, j]
+    if kind == MINGRU:
+        a = one - gate  # a = 1 − z, as the reference backward
+    else:
+        a = gate  # f′ (minLSTM) or a (plain)
+    if not real:
+        a = one
     if t > 0:
         h_prev = h[t - 1, b, j]
     elif has_h0:
         h_prev = h0[b, j]
     else:
         h_prev = zero
+    x2 = zero
+    x3 = zero
+    x4 = zero
+    if kind == MINGRU:
+        x2 = q2[t, b, offsets[0] + j]
+    elif kind == MINLSTM:
+        x2 = q2[t, b, offsets[0] + j]
+        x3 = q3[t, b, offsets[1] + j]
+        x4 = q4[t, b, offsets[2] + j]
+    return a, real, gate, grad_h[t, b, j], h_prev, x2, x3, x4
+
+
+@cuda.jit(device=True)
+def _bwd_step(kind, L, g, a_next, t, b, j, applies_g, one, o1, o2, o3):
+    """g_t = ā_{t+1} g_{t+1} + ∂L/∂h_t, then the gradients of step t; returns (g_t, ā_t)."""
+    a, real, gate, direct, h_prev, x2, x3, x4 = L
+    zero = one - one
+    g = a_next * g + direct
     grad_b = g
     grad_a = g * h_prev
-    if has_mask:
-        if mask[t, b] == 0:
-            grad_b = zero
-            grad_a = zero
+    if not real:
+        grad_b = zero
+        grad_a = zero
     if kind == MINGRU:
-        z = q1[t, b, j]
-        x = q2[t, b, j]
-        v = g_act(x, one) if applies_g else x
+        z = gate
+        v = g_act(x2, one) if applies_g else x2
         o1[t, b, j] = z * (one - z) * (grad_b * v - grad_a)
-        o2[t, b, j] = grad_b * z * g_prime(x, one) if applies_g else grad_b * z
+        o2[t, b, j] = grad_b * z * g_prime(x2, one) if applies_g else grad_b * z
     elif kind == MINLSTM:
-        fp = q1[t, b, j]
-        x = q4[t, b, j]
+        fp = gate
         ip = one - fp
-        v = g_act(x, one) if applies_g else x
+        v = g_act(x4, one) if applies_g else x4
         grad_d = fp * ip * (grad_a - grad_b * v)
-        o1[t, b, j] = grad_d * sigmoid(-q2[t, b, j], one)
-        o2[t, b, j] = -grad_d * sigmoid(-q3[t, b, j], one)
-        o3[t, b, j] = grad_b * ip * g_prime(x, one) if applies_g else grad_b * ip
+        o1[t, b, j] = grad_d * sigmoid(-x2, one)
+        o2[t, b, j] = -grad_d * sigmoid(-x3, one)
+        o3[t, b, j] = grad_b * ip * g_prime(x4, one) if applies_g else grad_b * ip
     else:
         o1[t, b, j] = grad_a
         o2[t, b, j] = grad_b
+    return g, a
 
 
 @functools.cache
@@ -433,7 +482,7 @@ def backward_kernel(kind, has_mask, applies_g, has_h0):
     """The backward block scan compiled for one combination of flags (closure constants: the comment above)."""
 
     @cuda.jit(cache=True)
-    def _scan_backward_kernel(q1, q2, q3, q4, mask, h, h0, grad_h, lanes, o1, o2, o3, grad_h0):
+    def _scan_backward_kernel(q1, q2, q3, q4, offsets, mask, h, h0, grad_h, lanes, o1, o2, o3, grad_h0):
         """Reverse scan g_t = grad_h_t + ā_{t+1} g_{t+1}, then the gradients of every step.
 
         Lanes are combined last-to-first: lane y sits at slot (lanes − 1 − y) of the tree.
@@ -486,15 +535,32 @@ def backward_kernel(kind, has_mask, applies_g, has_h0):
             g = zero
             if lanes > 1:
                 g = sB[slot]  # A_prefix · 0 + B_prefix
+            # software-pipelined backwards in time (the comment above `sru.forward_kernel`)
+            src = (q1, q2, q3, q4, offsets)
             a_next = a_after
-            t = hi - 1
-            while t >= lo:
-                a_t = _bwd_a(kind, q1, mask, has_mask, t, b, j, one)
-                g = a_next * g + grad_h[t, b, j]
-                _bwd_outputs(kind, g, t, b, j, q1, q2, q3, q4, mask, has_mask, applies_g, h, h0, has_h0,
-                             one, o1, o2, o3)
-                a_next = a_t
-                t -= 1
+            last = hi - 1
+            t = last
+            L0 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t, last), b, j, one)
+            L1 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 1, last), b, j, one)
+            L2 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 2, last), b, j, one)
+            L3 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 3, last), b, j, one)
+            while t - 3 >= lo:
+                N0 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 4, last), b, j, one)
+                N1 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 5, last), b, j, one)
+                N2 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 6, last), b, j, one)
+                N3 = _bwd_load(kind, src, mask, has_mask, h, h0, has_h0, grad_h, clamp_step(t - 7, last), b, j, one)
+                g, a_next = _bwd_step(kind, L0, g, a_next, t, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L1, g, a_next, t - 1, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L2, g, a_next, t - 2, b, j, applies_g, one, o1, o2, o3)
+                g, a_next = _bwd_step(kind, L3, g, a_next, t - 3, b, j, applies_g, one, o1, o2, o3)
+                L0, L1, L2, L3 = N0, N1, N2, N3
+                t -= 4
+            if t >= lo:
+                g, a_next = _bwd_step(kind, L0, g, a_next, t, b, j, applies_g, one, o1, o2, o3)
+            if t - 1 >= lo:
+                g, a_next = _bwd_step(kind, L1, g, a_next, t - 1, b, j, applies_g, one, o1, o2, o3)
+            if t - 2 >= lo:
+                g, a_next = _bwd_step(kind, L2, g, a_next, t - 2, b, j, applies_g, one, o1, o2, o3)
             if lo == 0:
                 grad_h0[b, j] = a_next * g  # ā_1 g_1
 
@@ -523,9 +589,10 @@ def scan_forward(kind, p1, p2, p3, h0, mask, applies_g=False, lanes=None, with_g
         return h, gate
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = forward_kernel(kind, mask is not None, bool(applies_g), h0 is not None, has_gate)
-    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else h[:, :, 0], h0 if h0 is not None else h[0], lanes, h,
-           gate if has_gate else h)
+    h0 = or_stand_in(h0, h[0])  # also the (never read) stand-in for an absent mask: one conversion
+    (p1, p2, p3), offsets = column_blocks(p1, p2, p3)
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), offsets, or_stand_in(mask, h0), h0,
+           lanes, h, or_stand_in(gate, h))
     return h, gate
 
 
@@ -541,9 +608,10 @@ def scan_log_forward(kind, p1, p2, p3, h0, mask, lanes=None, with_gate=True, exp
         return out, gate
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = log_forward_kernel(kind, mask is not None, h0 is not None, bool(exp_out), has_gate)
-    launch(kernel, grid, block, p1, p2 if p2 is not None else p1, p3 if p3 is not None else p1,
-           mask if mask is not None else out[:, :, 0], h0 if h0 is not None else out[0], lanes, out,
-           gate if has_gate else out)
+    h0 = or_stand_in(h0, out[0])
+    (p1, p2, p3), offsets = column_blocks(p1, p2, p3)
+    launch(kernel, grid, block, p1, or_stand_in(p2, p1), or_stand_in(p3, p1), offsets, or_stand_in(mask, h0), h0,
+           lanes, out, or_stand_in(gate, out))
     return out, gate
 
 
@@ -564,9 +632,10 @@ def scan_backward(kind, q1, q2, q3, q4, h, h0, grad_h, mask, applies_g=False, la
         return o1, o2, o3, grad_h0
     grid, block, lanes = plan(T, B * H, lanes)
     kernel = backward_kernel(kind, mask is not None, bool(applies_g), h0 is not None)
-    launch(kernel, grid, block, q1, q2 if q2 is not None else q1, q3 if q3 is not None else q1,
-           q4 if q4 is not None else q1, mask if mask is not None else h[:, :, 0], h,
-           h0 if h0 is not None else grad_h0, grad_h, lanes, o1, o2, o3 if o3 is not None else o2, grad_h0)
+    h0 = or_stand_in(h0, grad_h0)
+    (q2, q3, q4), offsets = column_blocks(q2, q3, q4)  # q1 is a gate the forward wrote: contiguous
+    launch(kernel, grid, block, q1, or_stand_in(q2, q1), or_stand_in(q3, q1), or_stand_in(q4, q1), offsets,
+           or_stand_in(mask, h0), h, h0, grad_h, lanes, o1, o2, or_stand_in(o3, o2), grad_h0)
     return o1, o2, o3, grad_h0
 
 

@@ -10,7 +10,17 @@ from numba import cuda
 from minirec import backend
 from minirec.kernels import register_kernel
 from minirec.kernels import sru as _ref
-from minirec.kernels.cuda._common import column_grid, column_of, fast_path, launch, prepare, sigmoid
+from minirec.kernels.cuda._common import (
+    clamp_step,
+    column_grid,
+    column_of,
+    fast_path,
+    fast_sigmoid_for,
+    gate,
+    launch,
+    or_stand_in,
+    prepare,
+)
 
 
 # =================================================================================================
@@ -24,26 +34,33 @@ def _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one):
 
 
 @cuda.jit(device=True)
-def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, h, c, f, r):
+def _sru_emit(L, t, b, j, c_prev, vf, vr, bf, br, d, alpha, one, fast, out):
     x_t, u_f, u_r, s, m = L
-    f_t = sigmoid(u_f + bf + vf * c_prev, one)  # (1)
+    f_t = gate(u_f + bf + vf * c_prev, one, fast)  # (1)
     c_t = f_t * c_prev + (one - f_t) * x_t  # (2)
     if m == 0:
         c_t = c_prev  # padded: carry the state
-    r_t = sigmoid(u_r + br + vr * c_prev, one)  # (3)
-    h[t, b, j] = (r_t * (c_t * d) + (one - r_t) * (alpha * s)) * m  # (4), 0 at padding
-    c[t, b, j] = c_t
-    f[t, b, j] = f_t
-    r[t, b, j] = r_t
+    r_t = gate(u_r + br + vr * c_prev, one, fast)  # (3)
+    out[0, t, b, j] = (r_t * (c_t * d) + (one - r_t) * (alpha * s)) * m  # (4), 0 at padding: h
+    out[1, t, b, j] = c_t
+    out[2, t, b, j] = f_t
+    out[3, t, b, j] = r_t
     return c_t
 
 
+# The loops over time run in groups of four steps, software-pipelined: the next group's loads are
+# issued before this group's arithmetic, which depends step to step on the state, so they are in
+# flight while it computes instead of the thread stopping for them at each group (the compiler
+# cannot move the loads above the stores of the outputs itself: it cannot prove they do not alias). Loads past the
+# end reread the last step (`clamp_step`) and are dropped; the last < 4 steps use the loads at hand.
 @functools.cache
-def forward_kernel(has_mask, has_drop):
-    """The SRU forward with or without mask and dropout mask, compiled as constants (no unused branch)."""
+def forward_kernel(has_mask, has_drop, fast=False):
+    """The SRU forward with or without mask and dropout mask, with the exact or the fast sigmoid,
+    compiled as constants (no unused branch)."""
 
     @cuda.jit(cache=True)
-    def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, h, c, f, r):
+    def _sru_forward_kernel(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha, out):
+        """``out`` (4, T, B, H) holds h, c, f, r: one array to convert instead of four."""
         B = c0.shape[0]
         H = c0.shape[1]
         T = U.shape[0]
@@ -58,21 +75,29 @@ def forward_kernel(has_mask, has_drop):
         br = b_r[j]
         d = drop[b, j] if has_drop else one
         state = c0[b, j]
+        last = T - 1
+        L0 = _sru_load(U, x_skip, mask, has_mask, 0, b, j, H, one)
+        L1 = _sru_load(U, x_skip, mask, has_mask, clamp_step(1, last), b, j, H, one)
+        L2 = _sru_load(U, x_skip, mask, has_mask, clamp_step(2, last), b, j, H, one)
+        L3 = _sru_load(U, x_skip, mask, has_mask, clamp_step(3, last), b, j, H, one)
         t = 0
         while t + 4 <= T:
-            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-            L1 = _sru_load(U, x_skip, mask, has_mask, t + 1, b, j, H, one)
-            L2 = _sru_load(U, x_skip, mask, has_mask, t + 2, b, j, H, one)
-            L3 = _sru_load(U, x_skip, mask, has_mask, t + 3, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
+            N0 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 4, last), b, j, H, one)
+            N1 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 5, last), b, j, H, one)
+            N2 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 6, last), b, j, H, one)
+            N3 = _sru_load(U, x_skip, mask, has_mask, clamp_step(t + 7, last), b, j, H, one)
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            state = _sru_emit(L3, t + 3, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t += 4
-        while t < T:
-            L0 = _sru_load(U, x_skip, mask, has_mask, t, b, j, H, one)
-            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, h, c, f, r)
-            t += 1
+        if t < T:
+            state = _sru_emit(L0, t, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+        if t + 1 < T:
+            state = _sru_emit(L1, t + 1, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
+        if t + 2 < T:
+            state = _sru_emit(L2, t + 2, b, j, state, vf, vr, bf, br, d, al, one, fast, out)
 
     return _sru_forward_kernel
 
@@ -107,7 +132,8 @@ def _sru_bemit(L, t, b, j, H, carry, sums, vf, vr, d, alpha, one, grad_U3, grad_
 
 @functools.cache
 def backward_kernel(has_mask, has_drop):
-    """The SRU backward with or without mask and dropout mask, compiled as constants."""
+    """The SRU backward with or without mask and dropout mask, compiled as constants; software-
+    pipelined backwards in time as the forward (the comment above `forward_kernel`)."""
 
     @cuda.jit(cache=True)
     def _sru_backward_kernel(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, drop, alpha, grad_U3,
@@ -126,21 +152,29 @@ def backward_kernel(has_mask, has_drop):
         d = drop[b, j] if has_drop else one
         carry = grad_c_last[b, j]
         sums = (zero, zero, zero, zero)
-        t = T - 1
+        last = T - 1
+        t = last
+        L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+        L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 1, last), b, j, one)
+        L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 2, last), b, j, one)
+        L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 3, last), b, j, one)
         while t - 3 >= 0:
-            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
-            L1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 1, b, j, one)
-            L2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 2, b, j, one)
-            L3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t - 3, b, j, one)
+            N0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 4, last), b, j, one)
+            N1 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 5, last), b, j, one)
+            N2 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 6, last), b, j, one)
+            N3 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, clamp_step(t - 7, last), b, j, one)
             carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
             carry, sums = _sru_bemit(L3, t - 3, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+            L0, L1, L2, L3 = N0, N1, N2, N3
             t -= 4
-        while t >= 0:
-            L0 = _sru_bload(grad_h, U, x_skip, c0, c, f, r, mask, has_mask, t, b, j, one)
+        if t >= 0:
             carry, sums = _sru_bemit(L0, t, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
-            t -= 1
+        if t - 1 >= 0:
+            carry, sums = _sru_bemit(L1, t - 1, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
+        if t - 2 >= 0:
+            carry, sums = _sru_bemit(L2, t - 2, b, j, H, carry, sums, vf, vr, d, al, one, grad_U3, grad_x_skip)
         grad_c0[b, j] = carry
         partial[b, j] = sums[0]
         partial[b, H + j] = sums[1]
@@ -158,10 +192,12 @@ def sru_forward(U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop, alpha):
     xp = backend.get_xp(U, c0)
     U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop = prepare(xp, U, x_skip, v_f, v_r, b_f, b_r, c0, mask, drop)
     T, (B, H) = U.shape[0], c0.shape
-    h, c, f, r = (xp.empty((T, B, H), dtype=U.dtype) for _ in range(4))
+    out = xp.empty((4, T, B, H), dtype=U.dtype)
     grid, block = column_grid(B * H)
-    launch(forward_kernel(mask is not None, drop is not None), grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
-           mask if mask is not None else c0, drop if drop is not None else c0, float(alpha), h, c, f, r)
+    kernel = forward_kernel(mask is not None, drop is not None, fast_sigmoid_for(U.dtype))
+    launch(kernel, grid, block, U, x_skip, v_f, v_r, b_f, b_r, c0,
+           or_stand_in(mask, c0), or_stand_in(drop, c0), float(alpha), out)
+    h, c, f, r = out
     return h, c, f, r
 
 
@@ -182,7 +218,7 @@ def sru_backward(grad_h, grad_c_last, U, x_skip, v_f, v_r, c0, c, f, r, mask, dr
     grad_c0 = xp.empty((B, H), dtype=dtype)
     grid, block = column_grid(B * H)
     launch(backward_kernel(mask is not None, drop is not None), grid, block, grad_h, grad_c_last, U, x_skip, v_f,
-           v_r, c0, c, f, r, mask if mask is not None else c0, drop if drop is not None else c0, float(alpha),
-           grad_U3, grad_x_skip, partial, grad_c0)
+           v_r, c0, c, f, r, or_stand_in(mask, c0), or_stand_in(drop, c0), float(alpha), grad_U3, grad_x_skip,
+           partial, grad_c0)
     sums = partial.sum(axis=0)
     return grad_U3, grad_x_skip, sums[:H], sums[H:2 * H], sums[2 * H:3 * H], sums[3 * H:], grad_c0
