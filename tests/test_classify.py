@@ -196,6 +196,16 @@ def test_cross_validation_writes_each_fold_and_the_summary(data_dir, tmp_path):
     assert json.loads((out / SUMMARY).read_text())["per_fold"] == summary["per_fold"]
 
 
+def test_a_later_merge_keeps_the_machine_the_folds_ran_on(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "cr"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    train_classify(config(data_dir, out, fold=0))
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")  # `--summary` later, from another shell
+    merged = summarise(out)
+    ran_on = json.loads((out / "fold-0" / RESULTS).read_text())["machine"]
+    assert merged["machine"] == ran_on and ran_on["threads"].get("OPENBLAS_NUM_THREADS") == "1"
+
+
 def test_one_fold_then_resume_runs_only_the_missing_folds(data_dir, tmp_path):
     out = tmp_path / "cr"
     partial = train_classify(config(data_dir, out, fold=1))

@@ -129,7 +129,8 @@ def summarise(out) -> dict:
         "time_s": sum(f["time_s"] for f in per_fold),
         "per_fold": per_fold,
         "config": {k: v for k, v in first.items() if k not in ("fold", "out", "resume")},
-        "machine": machine_info(first["device"]),
+        # the machine the folds ran on (the first fold's record), not the one merging them
+        "machine": next(iter(runs.values())).get("machine") or machine_info(first["device"]),
     }
     from .checkpoint import write_json_atomic
 
