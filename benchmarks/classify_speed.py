@@ -15,6 +15,8 @@ round per cell, the time of an epoch of that many steps, and the ratio to SRU.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -87,10 +89,6 @@ def main(argv=None):
                      "vs_first": per_step / reference})
         print(f"{cell:8} {1000 * per_step:9.1f} {per_step * args.epoch_steps:9.1f} {per_step / reference:8.2f}")
     if args.json:
-        import json
-        import os
-        import sys
-
         from minirec.training.loop import machine_info
 
         threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
